@@ -1,0 +1,148 @@
+"""``create_app(settings)``: picks the broker, builds the hub, the routes and the lifespan.
+
+The only module that names a concrete broker. Shutdown runs in order (habit 12):
+stop accepting (uvicorn), close every connection with 1001 and wait for them with a
+deadline, stop the demo, close the hub, close the broker last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from livefeed.brokers.base import Broker
+from livefeed.brokers.memory import MemoryBroker
+from livefeed.config import Settings
+from livefeed.demo import run_demo
+from livefeed.events import prepare
+from livefeed.hub import Hub
+from livefeed.protocol import CloseCode
+from livefeed.session import SessionSet
+from livefeed.transports.api import Api
+from livefeed.transports.ws import serve_websocket
+
+log = logging.getLogger("livefeed")
+
+
+def static_dir() -> Path:
+    """``livefeed/static`` in an installed wheel, else the repository's ``static/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "static", here.parent / "static"):
+        if candidate.is_dir():
+            return candidate
+    return here / "static"
+
+
+def make_broker(settings: Settings) -> Broker:
+    if settings.redis_url:
+        from livefeed.brokers.redis import RedisBroker
+
+        return RedisBroker(
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.history_size,
+            settings.idempotency_ttl,
+        )
+    return MemoryBroker(settings.history_size, settings.idempotency_ttl)
+
+
+class Runtime:
+    """Everything one server process holds, in the order it is built and torn down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = make_broker(settings)
+        self.hub = Hub(self.broker, settings.history_size, settings.outbox_frames)
+        self.api = Api(self.broker, settings)
+        self.sessions = SessionSet()
+        self._demo: asyncio.Task[int] | None = None
+        self._draining = False
+
+    async def start(self) -> None:
+        await self.broker.start()
+        if self.settings.demo:
+            self._demo = asyncio.create_task(
+                run_demo(self._publish_demo, self.settings.demo_rate), name="livefeed demo"
+            )
+        log.info("livefeed ready: broker=%s", "redis" if self.settings.redis_url else "embedded")
+
+    async def _publish_demo(self, request: dict[str, Any]) -> object:
+        return await self.broker.publish(prepare(request), time.time())
+
+    async def drain(self, deadline: float) -> None:
+        """Close every connection with 1001 and wait for them, up to ``deadline`` seconds."""
+        if self._draining:
+            return
+        self._draining = True
+        count = len(self.sessions)
+        for session in self.sessions:
+            session.close(CloseCode.GOING_AWAY, "server shutting down")
+        try:
+            await asyncio.wait_for(self.sessions.wait_empty(), deadline)
+        except TimeoutError:
+            log.warning("%d of %d connections did not close in time", len(self.sessions), count)
+        log.info("closed %d connections with 1001", count)
+
+    async def stop(self) -> None:
+        await self.drain(5.0)
+        if self._demo is not None:
+            self._demo.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._demo
+        await self.hub.close()
+        await self.broker.close()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    runtime = Runtime(settings)
+    static = static_dir()
+
+    async def websocket(ws: WebSocket) -> None:
+        if runtime.draining:
+            await ws.close(CloseCode.GOING_AWAY)
+            return
+        await serve_websocket(ws, runtime.hub, settings, runtime.sessions)
+
+    async def index(request: Request) -> Response:
+        page = static / "index.html"
+        if not page.is_file():
+            return PlainTextResponse("livefeed is running; the dashboard is not installed", 404)
+        return FileResponse(page)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    routes = [
+        Route("/", index),
+        Route("/healthz", runtime.api.healthz),
+        Route("/readyz", runtime.api.readyz),
+        Route("/api/events", runtime.api.publish, methods=["POST"]),
+        Route("/api/tools/{tool}/events", runtime.api.tool_events),
+        WebSocketRoute("/ws", websocket),
+        Mount("/static", StaticFiles(directory=static, check_dir=False), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.runtime = runtime
+    return app

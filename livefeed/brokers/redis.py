@@ -1,0 +1,266 @@
+"""The Redis broker: a stream per channel for history and ids, pub/sub for live events.
+
+* Publishing runs one Lua script per batch (brokers/lua/publish.lua): idempotency
+  check, XADD with exact trimming, and PUBLISH, for every tool and the firehose,
+  atomically. Commands are never retried by the client library: a retried script
+  could store a batch twice.
+* Live events arrive on ONE pub/sub connection per process, one Redis channel per
+  livefeed channel that has local subscribers. A supervisor task owns it: it reads,
+  pings when idle to notice a dead peer, and on any failure reports the outage,
+  backs off with full jitter, reconnects, re-subscribes every held channel and
+  reports recovery (the hub then catches up from history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from livefeed.backoff import Backoff
+from livefeed.brokers.base import Broker, HistoryPage, Published
+from livefeed.brokers.redis_layout import (
+    PUBLISH_LUA,
+    SINCE_LUA,
+    Layout,
+    parse_published,
+    publish_args,
+)
+from livefeed.envelope import Event
+from livefeed.errors import Unavailable
+from livefeed.events import PreparedBatch
+from livefeed.history import IdKey, format_id, is_recoverable, parse_id
+from livefeed.types import FIREHOSE
+
+log = logging.getLogger("livefeed.broker")
+
+IDLE_PING_AFTER = 5.0  # seconds without traffic before the reader pings Redis
+PONG_DEADLINE = 5.0  # seconds a ping may go unanswered before the link is presumed dead
+STABLE_AFTER = 10.0  # a link that lasted this long resets the reconnect backoff
+
+
+def connect(url: str, **options: Any) -> aioredis.Redis:
+    """A client whose commands fail fast and are never retried behind our back."""
+    return aioredis.Redis.from_url(
+        url,
+        retry=Retry(NoBackoff(), 0),
+        socket_connect_timeout=2.0,
+        **options,
+    )
+
+
+def _entry_event(channel: str, entry: Any) -> Event:
+    """A stream entry as redis-py parses it (id, {field: value}) or as a script returns
+    it (id, [field, value, ...])."""
+    event_id, fields = entry
+    values = (
+        fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
+    )
+    tool = values[b"o"].decode() if channel == FIREHOSE else channel
+    return Event(channel, tool, event_id.decode(), values[b"d"])
+
+
+class RedisBroker(Broker):
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "livefeed:",
+        history_size: int = 1000,
+        idempotency_ttl: int = 600,
+    ) -> None:
+        self._layout = Layout(prefix)
+        self._history_size = history_size
+        self._idempotency_ttl = idempotency_ttl
+        self._redis = connect(url, socket_timeout=5.0)
+        # Pub/sub reads block for as long as the channel is quiet: no socket timeout;
+        # liveness comes from the idle ping in _read_until_failure.
+        self._pubsub_redis = connect(url)
+        self._publish_script = self._redis.register_script(PUBLISH_LUA)
+        self._since_script = self._redis.register_script(SINCE_LUA)
+        self._held: set[str] = set()  # channels we want, across reconnects
+        self._live: set[str] = set()  # channels Redis confirmed on the current link
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._resubscribing: set[str] = set()  # held channels not yet confirmed after connect
+        self._pubsub: PubSub | None = None
+        self._connected = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self.reconnects = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def start(self) -> None:
+        self._supervisor = asyncio.create_task(self._supervise(), name="livefeed-redis-reader")
+
+    async def close(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        for futures in self._waiters.values():
+            for future in futures:
+                future.cancel()
+        await self._redis.aclose()
+        await self._pubsub_redis.aclose()
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis did not answer: {exc}") from None
+
+    # Publishing and history -------------------------------------------------
+
+    async def publish(self, batch: PreparedBatch, ts: float) -> Published:
+        args = publish_args(self._layout, self._history_size, self._idempotency_ttl, batch, ts)
+        try:
+            result = await self._publish_script(args=args)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis did not accept the publish: {exc}") from None
+        return parse_published(result)
+
+    async def history(self, channel: str, limit: int, since: IdKey | None = None) -> HistoryPage:
+        stream = self._layout.stream(channel)
+        try:
+            if since is None:
+                newest: Any = await self._redis.xrevrange(stream, count=limit) if limit > 0 else []
+                return HistoryPage([_entry_event(channel, e) for e in reversed(newest)])
+            reply = await self._since_script(
+                args=[stream, self._layout.trimmed(channel), format_id(since), limit]
+            )
+            last, trimmed, first, entries = reply or (b"", b"0-0", b"", [])
+            recovered = is_recoverable(
+                since,
+                parse_id(first.decode()),
+                parse_id(last.decode()),
+                parse_id(trimmed.decode()) or (0, 0),
+            )
+            if not recovered:
+                entries = await self._redis.xrange(stream, count=limit)  # from the oldest kept
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis did not answer the history read: {exc}") from None
+        return HistoryPage([_entry_event(channel, e) for e in entries], recovered)
+
+    # Live events ------------------------------------------------------------
+
+    async def subscribe(self, channel: str) -> None:
+        self._held.add(channel)
+        if channel in self._live:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append(future)
+        try:
+            if self._pubsub is not None:
+                # On failure the supervisor reconnects and subscribes every held channel.
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.subscribe(self._layout.channel(channel))
+            await future
+        finally:
+            waiting = self._waiters.get(channel, [])
+            if future in waiting:
+                waiting.remove(future)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._held.discard(channel)
+        self._live.discard(channel)
+        self._settle(channel)
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.unsubscribe(self._layout.channel(channel))
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self._connected:
+            self._connected = connected
+            log.info("redis live link %s", "up" if connected else "down")
+            self.on_connection(connected)
+
+    async def _supervise(self) -> None:
+        backoff = Backoff()
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                await self._read_until_failure()
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("redis live link failed: %s", exc or type(exc).__name__)
+            except Exception:  # a bug here must not end live delivery for good
+                log.exception("redis reader crashed; reconnecting")
+            self._set_connected(False)
+            if loop.time() - started > STABLE_AFTER:
+                backoff.reset()
+            self.reconnects += 1
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _read_until_failure(self) -> None:
+        pubsub = self._pubsub_redis.pubsub()
+        try:
+            await pubsub.ping()  # connects; raises if Redis is away
+            self._pubsub = pubsub
+            self._resubscribing = set(self._held)
+            if self._resubscribing:
+                await pubsub.subscribe(*(self._layout.channel(c) for c in self._resubscribing))
+            else:
+                self._set_connected(True)
+            await self._read(pubsub)
+        finally:
+            self._pubsub = None
+            self._live.clear()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _read(self, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        last_traffic = loop.time()
+        ping_sent: float | None = None
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            now = loop.time()
+            if message is None:
+                if ping_sent is not None and now - ping_sent > PONG_DEADLINE:
+                    raise TimeoutError("Redis did not answer a ping on the pub/sub link")
+                if ping_sent is None and now - last_traffic > IDLE_PING_AFTER:
+                    await pubsub.ping()
+                    ping_sent = now
+                continue
+            last_traffic, ping_sent = now, None
+            kind = message["type"]
+            if kind == "message":
+                self._deliver(message["channel"], message["data"])
+            elif kind == "subscribe":
+                channel = self._layout.channel_name(message["channel"])
+                if channel is not None and channel in self._held:
+                    self._confirm(channel)
+
+    def _confirm(self, channel: str) -> None:
+        self._live.add(channel)
+        for future in self._waiters.pop(channel, []):
+            if not future.done():
+                future.set_result(None)
+        self._settle(channel)
+
+    def _settle(self, channel: str) -> None:
+        """Count ``channel`` as done re-subscribing; the link is up once all are."""
+        if channel in self._resubscribing:
+            self._resubscribing.discard(channel)
+            if not self._resubscribing and self._pubsub is not None:
+                self._set_connected(True)
+
+    def _deliver(self, redis_channel: bytes, data: bytes) -> None:
+        channel = self._layout.channel_name(redis_channel)
+        if channel is None or channel not in self._live:
+            return
+        try:
+            event_id, tool, tail = data.split(b" ", 2)
+            event = Event(channel, tool.decode(), event_id.decode(), tail)
+        except ValueError:
+            log.warning("dropped a malformed message on %s", redis_channel[:100])
+            return
+        self.on_event(event)

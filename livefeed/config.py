@@ -1,0 +1,188 @@
+"""One frozen :class:`Settings`, read once from the environment and ``livefeed serve`` flags.
+
+This is the only module that reads ``os.environ``. Every setting is listed once in
+:data:`SETTINGS`, which also drives the CLI flags and the table in docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from livefeed.types import is_tool
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected a boolean, got {value!r}")
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def _tools(value: str) -> frozenset[str]:
+    tools = _csv(value)
+    bad = [tool for tool in tools if not is_tool(tool)]
+    if bad:
+        raise ValueError(f"not tool slugs: {', '.join(bad)}")
+    return frozenset(tools)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration knob: its field, environment names, parser and help text."""
+
+    field: str
+    env: tuple[str, ...]
+    parse: Callable[[str], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", ("LIVEFEED_HOST",), str, "interface to listen on"),
+    Setting("port", ("PORT", "LIVEFEED_PORT"), int, "TCP port to listen on"),
+    Setting(
+        "redis_url",
+        ("LIVEFEED_REDIS_URL", "REDIS_URL"),
+        str,
+        "Redis URL; none = the embedded in-memory broker (one process)",
+    ),
+    Setting("redis_prefix", ("LIVEFEED_REDIS_PREFIX",), str, "prefix of every Redis key/channel"),
+    Setting("publish_keys", ("LIVEFEED_PUBLISH_KEYS",), _csv, "comma-separated HTTP publish keys"),
+    Setting("secret", ("LIVEFEED_SECRET",), str, "HS256 secret that signs subscriber tokens"),
+    Setting("private_tools", ("LIVEFEED_PRIVATE_TOOLS",), _tools, "tools that need a token"),
+    Setting(
+        "allowed_origins",
+        ("LIVEFEED_ALLOWED_ORIGINS",),
+        _csv,
+        "WebSocket Origins allowed (comma-separated); unset = any",
+    ),
+    Setting("history_size", ("LIVEFEED_HISTORY_SIZE",), _positive_int, "events kept per tool"),
+    Setting("heartbeat", ("LIVEFEED_HEARTBEAT",), _positive_float, "WebSocket ping interval (s)"),
+    Setting("max_frame_bytes", ("LIVEFEED_MAX_FRAME_BYTES",), _positive_int, "client frame limit"),
+    Setting(
+        "max_subscriptions",
+        ("LIVEFEED_MAX_SUBSCRIPTIONS",),
+        _positive_int,
+        "subscriptions per connection",
+    ),
+    Setting("frame_rate", ("LIVEFEED_FRAME_RATE",), _positive_float, "client frames/s"),
+    Setting("frame_burst", ("LIVEFEED_FRAME_BURST",), _positive_int, "client frame burst"),
+    Setting(
+        "outbox_frames",
+        ("LIVEFEED_OUTBOX_FRAMES",),
+        _positive_int,
+        "unsent frames before a slow consumer is closed (4008)",
+    ),
+    Setting(
+        "outbox_bytes",
+        ("LIVEFEED_OUTBOX_BYTES",),
+        _positive_int,
+        "unsent bytes before a slow consumer is closed (4008)",
+    ),
+    Setting(
+        "publish_rate",
+        ("LIVEFEED_PUBLISH_RATE",),
+        _positive_float,
+        "events/s each publish key may publish",
+    ),
+    Setting("publish_burst", ("LIVEFEED_PUBLISH_BURST",), _positive_int, "publish burst (events)"),
+    Setting("max_body_bytes", ("LIVEFEED_MAX_BODY_BYTES",), _positive_int, "publish body limit"),
+    Setting("max_batch", ("LIVEFEED_MAX_BATCH",), _positive_int, "events per publish request"),
+    Setting("demo", ("LIVEFEED_DEMO",), _bool, "publish the demo stream inside the server"),
+    Setting("demo_rate", ("LIVEFEED_DEMO_RATE",), _positive_float, "demo events per second"),
+    Setting("log_json", ("LIVEFEED_LOG_JSON",), _bool, "log one JSON object per line"),
+    Setting("log_level", ("LIVEFEED_LOG_LEVEL",), str, "log level (debug, info, warning)"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know, fixed at start-up and passed down."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str | None = None
+    redis_prefix: str = "livefeed:"
+    publish_keys: tuple[str, ...] = ()
+    secret: str | None = None
+    private_tools: frozenset[str] = frozenset()
+    allowed_origins: tuple[str, ...] = ()
+    history_size: int = 1000
+    heartbeat: float = 25.0
+    max_frame_bytes: int = 4096
+    max_subscriptions: int = 100
+    frame_rate: float = 20.0
+    frame_burst: int = 40
+    outbox_frames: int = 1000
+    outbox_bytes: int = 4 * 1024 * 1024
+    publish_rate: float = 1000.0
+    publish_burst: int = 5000
+    max_body_bytes: int = 1024 * 1024
+    max_batch: int = 1000
+    demo: bool = False
+    demo_rate: float = 2.0
+    log_json: bool = False
+    log_level: str = "info"
+    # Not configurable by environment: fixed by the contract.
+    idempotency_ttl: int = 600
+    max_history_request: int = 100
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every :data:`SETTINGS` variable; ``overrides`` (CLI flags) win.
+
+        Raises :class:`ConfigError` naming the variable when a value cannot be parsed.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            name = next((n for n in setting.env if environ.get(n, "") != ""), None)
+            if name is None:
+                continue
+            try:
+                values[setting.field] = setting.parse(environ[name])
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.private_tools and not self.secret:
+            raise ConfigError("LIVEFEED_PRIVATE_TOOLS needs LIVEFEED_SECRET to verify tokens")
+        if self.publish_burst < self.max_batch:
+            raise ConfigError(
+                "LIVEFEED_PUBLISH_BURST must be at least LIVEFEED_MAX_BATCH, "
+                "or a full batch could never be accepted"
+            )
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,66 @@
+"""The envelope every subscriber receives, assembled once per event per process.
+
+    {"type":"event","tool":T,"id":ID[,"channel":"*"],"kind":K,"ts":TS,"data":{...}}
+
+The broker stores and publishes the *tail* (``,"kind":...}``), which never changes,
+and the id it assigned. A process builds the envelope from those bytes without
+decoding the data, then hands the same :class:`Event` (and the same frame bytes) to
+every local subscriber. ``channel`` is present only on the firehose, whose ids are
+its own; a client keys its resume cursor by ``channel``, else ``tool``.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from livefeed.history import parse_id
+from livefeed.types import FIREHOSE, EventId, ToolSlug
+
+
+def envelope_tail(kind: str, ts: float, data: bytes) -> bytes:
+    """Everything after the id: stored with the event and sent as is."""
+    return b',"kind":"' + kind.encode() + b'","ts":' + orjson.dumps(ts) + b',"data":' + data + b"}"
+
+
+def envelope(tool: ToolSlug, event_id: EventId, tail: bytes, channel: str) -> bytes:
+    """The envelope of one event of ``tool`` as delivered on ``channel`` (a tool or ``*``)."""
+    head = b'{"type":"event","tool":"' + tool.encode() + b'","id":"' + event_id.encode() + b'"'
+    if channel == FIREHOSE:
+        head += b',"channel":"*"'
+    return head + tail
+
+
+_STORY_TAIL = b',"kind":"story"'
+
+
+class Event:
+    """One event on one channel, shared read-only by every local subscriber.
+
+    Encoded forms are computed at most once, on first use, because a process with
+    only SSE subscribers never needs the WebSocket frame and vice versa.
+    """
+
+    __slots__ = ("_text", "_ws_frame", "channel", "id", "key", "kind", "payload", "tool")
+
+    def __init__(self, channel: str, tool: ToolSlug, event_id: EventId, tail: bytes) -> None:
+        key = parse_id(event_id)
+        if key is None:
+            raise ValueError(f"not an event id: {event_id!r}")
+        self.channel = channel  # the subscription it travels on: its tool, or "*"
+        self.tool = tool
+        self.id = event_id
+        self.key = key  # (ms, seq): ids compare numerically, never as strings
+        self.kind = "story" if tail.startswith(_STORY_TAIL) else "activity"
+        self.payload = envelope(tool, event_id, tail, channel)
+        self._text: str | None = None
+        self._ws_frame: bytes | None = None
+
+    @property
+    def text(self) -> str:
+        """The envelope as ``str``, for ASGI ``websocket.send`` (decoded once)."""
+        if self._text is None:
+            self._text = self.payload.decode()
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"Event({self.channel!r}, {self.tool!r}, {self.id!r})"

@@ -1,0 +1,220 @@
+"""The hub: channel -> local subscribers, one broker subscription per channel, fan-out.
+
+An event runs: broker reader -> :meth:`Hub.on_event` -> each subscriber's
+``deliver``, which only enqueues (the same :class:`Event`, so the same bytes, for
+all of them). Nothing here awaits per subscriber.
+
+Joining with a replay is gap-free (habit 7): the subscriber is parked in the
+channel's ``pending`` map, where live events are buffered for it, *before* history
+is read; :meth:`Hub.go_live` then merges the replay with the buffer (pure, in
+:mod:`livefeed.history`) and moves it to ``live`` in one synchronous step.
+
+When the broker's live link drops, every channel holds its live events; when the
+link is back, the hub reads each channel's history after the last event it fanned
+out and delivers what was missed before the held events, so subscribers see no gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from livefeed.brokers.base import Broker, HistoryPage
+from livefeed.envelope import Event
+from livefeed.errors import Unavailable
+from livefeed.history import IdKey, merge
+from livefeed.protocol import CloseCode
+
+log = logging.getLogger("livefeed.hub")
+
+RETRY_EVERY = 0.5  # seconds between history reads while the broker is away
+
+
+class Subscriber(Protocol):
+    def deliver(self, event: Event) -> None:
+        """Enqueue one event; must not block or await."""
+
+    def close(self, code: int, reason: str) -> None:
+        """End the subscriber's connection (it then leaves its channels)."""
+
+
+class _Channel:
+    __slots__ = ("catchup", "held", "last_key", "live", "name", "pending", "ready")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.live: dict[Subscriber, None] = {}  # insertion-ordered set
+        self.pending: dict[Subscriber, list[Event]] = {}  # buffers while a replay is read
+        self.ready: asyncio.Task[None] | None = None  # broker subscription + start cursor
+        self.last_key: IdKey | None = None  # last event fanned out: order and catch-up cursor
+        self.held: list[Event] | None = None  # not None while recovering from an outage
+        self.catchup: asyncio.Task[None] | None = None
+
+    def empty(self) -> bool:
+        return not self.live and not self.pending
+
+
+class Hub:
+    def __init__(self, broker: Broker, history_size: int, buffer_limit: int = 1000) -> None:
+        self._broker = broker
+        self._history_size = history_size
+        self._buffer_limit = buffer_limit  # live events parked for one replaying subscriber
+        self._channels: dict[str, _Channel] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        broker.on_event = self.on_event
+        broker.on_connection = self._on_connection
+
+    @property
+    def channels(self) -> dict[str, int]:
+        """Each channel with local subscribers, and how many."""
+        return {name: len(ch.live) + len(ch.pending) for name, ch in self._channels.items()}
+
+    # Fan-out -----------------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        channel = self._channels.get(event.channel)
+        if channel is None:
+            return
+        if channel.held is not None:
+            channel.held.append(event)
+            return
+        self._fan_out(channel, event)
+
+    def _fan_out(self, channel: _Channel, event: Event) -> None:
+        if channel.last_key is not None and event.key <= channel.last_key:
+            return  # already delivered (overlap between a catch-up read and live events)
+        channel.last_key = event.key
+        for subscriber in channel.live:
+            subscriber.deliver(event)
+        if channel.pending:
+            too_slow = []
+            for waiting, buffer in channel.pending.items():
+                buffer.append(event)
+                if len(buffer) > self._buffer_limit:
+                    too_slow.append(waiting)
+            for waiting in too_slow:  # closed after the loop: closing leaves the channel
+                waiting.close(CloseCode.SLOW_CONSUMER, "fell behind while replaying history")
+
+    # Joining and leaving -----------------------------------------------------
+
+    async def join(
+        self, name: str, subscriber: Subscriber, history: int = 0, since: IdKey | None = None
+    ) -> HistoryPage:
+        """Park ``subscriber`` on channel ``name`` and read what it should replay.
+
+        Must be followed by :meth:`go_live` (or :meth:`leave`) once the replay is
+        sent. Waits, and keeps retrying history reads, while the broker is away.
+        """
+        channel = self._channel(name)
+        channel.pending[subscriber] = []
+        try:
+            assert channel.ready is not None
+            await asyncio.shield(channel.ready)
+            if since is not None:
+                return await self._read(name, self._history_size, since)
+            if history > 0:
+                return await self._read(name, history)
+            return HistoryPage([])
+        except BaseException:
+            self.leave(name, subscriber)
+            raise
+
+    def go_live(self, name: str, subscriber: Subscriber, after: IdKey | None) -> list[Event]:
+        """Switch a parked subscriber to live delivery. Returns the live events buffered
+        for it that are newer than ``after`` (the last id it sent or its cursor): it
+        must send them before anything else of this channel."""
+        channel = self._channels[name]
+        buffered = channel.pending.pop(subscriber)
+        channel.live[subscriber] = None
+        return merge([], buffered, after)
+
+    def leave(self, name: str, subscriber: Subscriber) -> None:
+        channel = self._channels.get(name)
+        if channel is None:
+            return
+        channel.live.pop(subscriber, None)
+        channel.pending.pop(subscriber, None)
+        if channel.empty():
+            del self._channels[name]
+            for task in (channel.ready, channel.catchup):
+                if task is not None:
+                    task.cancel()
+            self._spawn(self._broker.unsubscribe(name))
+
+    def _channel(self, name: str) -> _Channel:
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = _Channel(name)
+            channel.ready = asyncio.create_task(self._open(channel), name=f"open {name}")
+        return channel
+
+    async def _open(self, channel: _Channel) -> None:
+        """Subscribe at the broker, then note where the channel's history stands, so a
+        later outage can be caught up even if no event arrived before it."""
+        await self._broker.subscribe(channel.name)
+        page = await self._read(channel.name, 1)
+        if page.events and (channel.last_key is None or page.events[-1].key > channel.last_key):
+            channel.last_key = page.events[-1].key
+        if channel.last_key is None:
+            channel.last_key = (0, 0)
+
+    async def _read(self, name: str, limit: int, since: IdKey | None = None) -> HistoryPage:
+        while True:
+            try:
+                return await self._broker.history(name, limit, since)
+            except Unavailable:
+                await asyncio.sleep(RETRY_EVERY)
+
+    # Broker outages ----------------------------------------------------------
+
+    def _on_connection(self, connected: bool) -> None:
+        for channel in self._channels.values():
+            if not connected:
+                if channel.held is None:
+                    channel.held = []
+            elif channel.held is not None:
+                if channel.catchup is not None:
+                    channel.catchup.cancel()
+                channel.catchup = asyncio.create_task(self._catch_up(channel))
+
+    async def _catch_up(self, channel: _Channel) -> None:
+        if channel.ready is not None and not channel.ready.done():
+            # Still opening: its subscribers are parked and replay from history.
+            held, channel.held = channel.held or [], None
+            for event in held:
+                self._fan_out(channel, event)
+            return
+        cursor = channel.last_key or (0, 0)
+        page = await self._read(channel.name, self._history_size, cursor)
+        held, channel.held = channel.held or [], None
+        missed = merge(page.events, held, cursor)
+        if not page.recovered:
+            log.warning(
+                "channel %s lost events in a broker outage; its subscribers resume", channel.name
+            )
+            for subscriber in [*channel.live, *channel.pending]:
+                subscriber.close(CloseCode.GOING_AWAY, "events were lost in a broker outage")
+        log.info("channel %s caught up %d events after a broker outage", channel.name, len(missed))
+        for event in missed:
+            self._fan_out(channel, event)
+
+    # Lifecycle ---------------------------------------------------------------
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            for task in (channel.ready, channel.catchup):
+                if task is not None:
+                    task.cancel()
+        self._channels.clear()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,284 @@
+"""``Publisher`` and ``AsyncPublisher``: publish from the site's own Python code.
+
+Both validate exactly as the HTTP API does (same :mod:`livefeed.errors`, same field
+paths) before anything leaves the process, then either run the publish script in
+Redis directly (``redis://`` URLs: no HTTP hop) or POST to a livefeed server
+(``http(s)://`` URLs, with a publish key; the way to reach an embedded broker).
+
+Publishers share the servers' ``LIVEFEED_REDIS_PREFIX`` and ``LIVEFEED_HISTORY_SIZE``
+(read from the environment unless given), since the script trims history to that size.
+
+Not guaranteed: ordering between two publishers racing on one tool (ids are
+assigned by Redis in the order the scripts run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Protocol
+
+import orjson
+
+from livefeed.brokers.base import Broker, Published
+from livefeed.config import Settings
+from livefeed.errors import (
+    BadJson,
+    InvalidEvent,
+    LivefeedError,
+    RateLimited,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from livefeed.events import PreparedBatch, prepare
+
+_ERRORS: dict[str, type[LivefeedError]] = {
+    "bad_json": BadJson,
+    "unauthorized": Unauthorized,
+    "too_large": TooLarge,
+    "invalid_event": InvalidEvent,
+    "unavailable": Unavailable,
+}
+
+
+def _story(
+    tools: list[str],
+    author: dict[str, Any],
+    title: str,
+    body: str,
+    url: str | None,
+    tags: list[str] | None,
+    trending: bool,
+    idempotency_key: str | None,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"author": author, "title": title, "body": body, "trending": trending}
+    if url is not None:
+        data["url"] = url
+    if tags:
+        data["tags"] = list(tags)
+    document: dict[str, Any] = {"kind": "story", "tools": list(tools), "data": data}
+    if idempotency_key is not None:
+        document["idempotency_key"] = idempotency_key
+    return document
+
+
+def _activity(
+    actor: dict[str, Any], verb: str, tool: str, idempotency_key: str | None
+) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "kind": "activity",
+        "data": {"actor": actor, "verb": verb, "tool": tool},
+    }
+    if idempotency_key is not None:
+        document["idempotency_key"] = idempotency_key
+    return document
+
+
+class _Store(Protocol):
+    def publish(self, batch: PreparedBatch, ts: float) -> Published: ...
+
+    def close(self) -> None: ...
+
+
+class _HttpTarget:
+    """POST /api/events with a publish key; maps error replies back to exceptions."""
+
+    def __init__(self, url: str, key: str | None, timeout: float = 10.0) -> None:
+        self._endpoint = url.rstrip("/") + "/api/events"
+        self._key = key
+        self._timeout = timeout
+
+    def post(self, document: Any, batch: PreparedBatch) -> Published:
+        """Send the document as given (already validated here as ``batch``)."""
+        request = urllib.request.Request(
+            self._endpoint,
+            data=orjson.dumps(document),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {self._key or ''}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                reply = orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise _error_from(exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise Unavailable(f"could not reach {self._endpoint}: {exc}") from None
+        pairs = [(event["tool"], event["id"]) for event in reply["events"]]
+        published: Published = []
+        for event in batch.events:
+            published.append(pairs[: len(event.tools)])
+            pairs = pairs[len(event.tools) :]
+        return published
+
+
+def _error_from(exc: urllib.error.HTTPError) -> LivefeedError:
+    try:
+        error = orjson.loads(exc.read())["error"]
+        code, message, field = error["code"], error["message"], error.get("field")
+    except (ValueError, KeyError, TypeError):
+        return Unavailable(f"HTTP {exc.code} from the server")
+    if code == "rate_limited":
+        return RateLimited(message, float(exc.headers.get("Retry-After", "1")))
+    return _ERRORS.get(code, Unavailable)(message, field)
+
+
+def _settings_default(value: Any, field: str) -> Any:
+    return value if value is not None else getattr(Settings.from_env(), field)
+
+
+class Publisher:
+    """Synchronous publisher, for Flask/Django views. Thread-safe (redis-py's pool)."""
+
+    def __init__(
+        self, store: _Store | None = None, http: _HttpTarget | None = None, max_batch: int = 1000
+    ) -> None:
+        if (store is None) == (http is None):
+            raise ValueError("give exactly one of store or http")
+        self._store = store
+        self._http = http
+        self._max_batch = max_batch
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        key: str | None = None,
+        prefix: str | None = None,
+        history_size: int | None = None,
+    ) -> Publisher:
+        """``redis://...`` publishes straight into Redis; ``http(s)://...`` to a server."""
+        if url.startswith(("http://", "https://")):
+            return cls(http=_HttpTarget(url, key))
+        from livefeed.brokers.redis_sync import SyncRedisStore
+
+        return cls(
+            SyncRedisStore(
+                url,
+                _settings_default(prefix, "redis_prefix"),
+                _settings_default(history_size, "history_size"),
+                600,
+            )
+        )
+
+    def publish(self, document: Any) -> list[dict[str, str]]:
+        """Publish one event or ``{"events": [...]}``; per event, ``{tool: id}``.
+
+        Raises :class:`~livefeed.errors.PublishRejected` subclasses or
+        :class:`~livefeed.errors.Unavailable`; then nothing was published.
+        """
+        batch = prepare(document, self._max_batch)
+        if self._http is not None:
+            published = self._http.post(document, batch)
+        else:
+            assert self._store is not None
+            published = self._store.publish(batch, time.time())
+        return [dict(pairs) for pairs in published]
+
+    def story(
+        self,
+        tools: list[str],
+        author: dict[str, Any],
+        title: str,
+        body: str = "",
+        url: str | None = None,
+        tags: list[str] | None = None,
+        trending: bool = False,
+        idempotency_key: str | None = None,
+    ) -> dict[str, str]:
+        """Publish a story to each of ``tools``; returns ``{tool: event id}``."""
+        return self.publish(
+            _story(tools, author, title, body, url, tags, trending, idempotency_key)
+        )[0]
+
+    def activity(
+        self, actor: dict[str, Any], verb: str, tool: str, idempotency_key: str | None = None
+    ) -> dict[str, str]:
+        """Publish an activity to ``tool``; returns ``{tool: event id}``."""
+        return self.publish(_activity(actor, verb, tool, idempotency_key))[0]
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncPublisher:
+    """Asynchronous publisher over a :class:`~livefeed.brokers.base.Broker`
+    (the Redis broker for ``redis://`` URLs), or over HTTP in a worker thread."""
+
+    def __init__(
+        self, broker: Broker | None = None, http: Publisher | None = None, max_batch: int = 1000
+    ) -> None:
+        if (broker is None) == (http is None):
+            raise ValueError("give exactly one of broker or http")
+        self._broker = broker
+        self._http = http
+        self._max_batch = max_batch
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        key: str | None = None,
+        prefix: str | None = None,
+        history_size: int | None = None,
+    ) -> AsyncPublisher:
+        if url.startswith(("http://", "https://")):
+            return cls(http=Publisher.from_url(url, key=key))
+        from livefeed.brokers.redis import RedisBroker
+
+        return cls(
+            RedisBroker(
+                url,
+                _settings_default(prefix, "redis_prefix"),
+                _settings_default(history_size, "history_size"),
+            )
+        )
+
+    async def publish(self, document: Any) -> list[dict[str, str]]:
+        if self._http is not None:
+            return await asyncio.to_thread(self._http.publish, document)
+        assert self._broker is not None
+        batch = prepare(document, self._max_batch)
+        return [dict(pairs) for pairs in await self._broker.publish(batch, time.time())]
+
+    async def story(
+        self,
+        tools: list[str],
+        author: dict[str, Any],
+        title: str,
+        body: str = "",
+        url: str | None = None,
+        tags: list[str] | None = None,
+        trending: bool = False,
+        idempotency_key: str | None = None,
+    ) -> dict[str, str]:
+        return (
+            await self.publish(
+                _story(tools, author, title, body, url, tags, trending, idempotency_key)
+            )
+        )[0]
+
+    async def activity(
+        self, actor: dict[str, Any], verb: str, tool: str, idempotency_key: str | None = None
+    ) -> dict[str, str]:
+        return (await self.publish(_activity(actor, verb, tool, idempotency_key)))[0]
+
+    async def close(self) -> None:
+        if self._broker is not None:
+            await self._broker.close()
+        if self._http is not None:
+            self._http.close()

@@ -1,0 +1,1 @@
+"""Edges: Starlette lives here (and in app.py) only."""

@@ -1,0 +1,116 @@
+"""``/api/*`` (publish, history), ``/healthz`` and ``/readyz``.
+
+Errors are ``{"error": {"code", "message", "field"}}`` with the contract's status.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from livefeed.auth import PublishKeys
+from livefeed.brokers.base import Broker
+from livefeed.config import Settings
+from livefeed.errors import InvalidRequest, LivefeedError, RateLimited, TooLarge, Unavailable
+from livefeed.events import parse_body
+from livefeed.history import parse_id
+from livefeed.types import is_channel
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def error_response(error: LivefeedError) -> Response:
+    headers = {}
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return json_response(error.to_json(), error.status, headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it
+    all: by Content-Length when given, else as it streams in."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Api:
+    def __init__(self, broker: Broker, settings: Settings) -> None:
+        self._broker = broker
+        self._settings = settings
+        self._keys = PublishKeys(
+            settings.publish_keys, settings.publish_rate, settings.publish_burst
+        )
+
+    async def publish(self, request: Request) -> Response:
+        try:
+            key = self._keys.check(request.headers.get("authorization"))
+            body = await read_body(request, self._settings.max_body_bytes)
+            batch = parse_body(body, self._settings.max_batch)
+            self._keys.charge(key, batch.deliveries, time.monotonic())
+            published = await self._broker.publish(batch, time.time())
+        except LivefeedError as exc:
+            return error_response(exc)
+        events = [{"tool": tool, "id": event_id} for pairs in published for tool, event_id in pairs]
+        return json_response({"events": events}, 202)
+
+    async def tool_events(self, request: Request) -> Response:
+        tool = request.path_params["tool"]
+        try:
+            if not is_channel(tool):
+                raise InvalidRequest("invalid_tool", f"not a tool name: {tool[:70]!r}", "tool")
+            limit = _limit(request.query_params.get("limit"), self._settings.max_history_request)
+            since_text = request.query_params.get("since")
+            since = None
+            if since_text is not None:
+                since = parse_id(since_text)
+                if since is None:
+                    raise InvalidRequest(
+                        "invalid_query",
+                        "since: expected an event id like 1764040000000-0",
+                        "since",
+                    )
+            page = await self._broker.history(tool, limit, since)
+        except LivefeedError as exc:
+            return error_response(exc)
+        body = b",".join(event.payload for event in page.events)
+        extra = b"" if page.recovered is None else b',"recovered":' + orjson.dumps(page.recovered)
+        return Response(
+            b'{"tool":' + orjson.dumps(tool) + extra + b',"events":[' + body + b"]}",
+            media_type="application/json",
+        )
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        try:
+            await self._broker.ping()
+        except Unavailable as exc:
+            return json_response({"status": "unavailable", "reason": exc.message}, 503)
+        return json_response({"status": "ready"})
+
+
+def _limit(text: str | None, most: int) -> int:
+    if text is None:
+        return 20
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise InvalidRequest(
+            "invalid_query", f"limit: expected an integer from 1 to {most}", "limit"
+        )
+    return int(text)
