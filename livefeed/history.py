@@ -37,12 +37,15 @@ def is_recoverable(
     """Whether every event after ``since`` is still in a history.
 
     ``first`` is the oldest kept id, ``last`` the last id ever assigned, and
-    ``max_deleted`` the newest id trimmed away (Redis streams report all three).
-    Trimming removes the oldest first, so: a cursor at or after ``first`` lost
-    nothing; a cursor before ``first`` lost nothing only if it is itself the newest
-    trimmed id. A cursor this history never issued (after ``last``, or before
-    ``first`` and not trimmed, as after Redis lost its data) cannot be vouched for.
+    ``max_deleted`` the newest id trimmed away ((0, 0) if none was). Trimming
+    removes the oldest first, so: a cursor at or after ``first`` lost nothing; a
+    cursor before ``first`` lost nothing only if it is itself the newest trimmed id.
+    A cursor this history never issued (after ``last``, or before ``first`` and not
+    trimmed, as after Redis lost its data) cannot be vouched for. The cursor
+    ``(0, 0)`` means "from the very beginning": covered while nothing was trimmed.
     """
+    if since == (0, 0):
+        return max_deleted == (0, 0)
     if last is None or since > last:
         return False
     if first is not None and since >= first:

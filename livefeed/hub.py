@@ -42,7 +42,7 @@ class Subscriber(Protocol):
 
 
 class _Channel:
-    __slots__ = ("catchup", "held", "last_key", "live", "name", "pending", "ready")
+    __slots__ = ("catchup", "held", "last_key", "live", "name", "pending", "ready", "waiters")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -52,6 +52,8 @@ class _Channel:
         self.last_key: IdKey | None = None  # last event fanned out: order and catch-up cursor
         self.held: list[Event] | None = None  # not None while recovering from an outage
         self.catchup: asyncio.Task[None] | None = None
+        # go_live calls waiting for the live stream to reach an id they already sent
+        self.waiters: list[tuple[IdKey, asyncio.Future[None]]] = []
 
     def empty(self) -> bool:
         return not self.live and not self.pending
@@ -87,6 +89,8 @@ class Hub:
         if channel.last_key is not None and event.key <= channel.last_key:
             return  # already delivered (overlap between a catch-up read and live events)
         channel.last_key = event.key
+        if channel.waiters:
+            self._wake(channel)
         for subscriber in channel.live:
             subscriber.deliver(event)
         if channel.pending:
@@ -122,14 +126,39 @@ class Hub:
             self.leave(name, subscriber)
             raise
 
-    def go_live(self, name: str, subscriber: Subscriber, after: IdKey | None) -> list[Event]:
+    async def go_live(self, name: str, subscriber: Subscriber, after: IdKey | None) -> list[Event]:
         """Switch a parked subscriber to live delivery. Returns the live events buffered
-        for it that are newer than ``after`` (the last id it sent or its cursor): it
-        must send them before anything else of this channel."""
+        for it that are newer than ``after`` (the last id it sent, or its cursor): it
+        must send them before anything else of this channel.
+
+        History can be ahead of the live stream (an event is read from Redis before
+        its pub/sub message is here), so this first waits until the live stream has
+        passed ``after``: what comes live afterwards is then all new to the subscriber.
+        """
         channel = self._channels[name]
+        if after is not None and (channel.last_key is None or channel.last_key < after):
+            reached = asyncio.get_running_loop().create_future()
+            channel.waiters.append((after, reached))
+            try:
+                await reached
+            finally:
+                if not reached.done():
+                    channel.waiters.remove((after, reached))
         buffered = channel.pending.pop(subscriber)
         channel.live[subscriber] = None
         return merge([], buffered, after)
+
+    @staticmethod
+    def _wake(channel: _Channel) -> None:
+        assert channel.last_key is not None
+        waiting = []
+        for key, future in channel.waiters:
+            if key <= channel.last_key:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((key, future))
+        channel.waiters = waiting
 
     def leave(self, name: str, subscriber: Subscriber) -> None:
         channel = self._channels.get(name)
@@ -160,6 +189,8 @@ class Hub:
             channel.last_key = page.events[-1].key
         if channel.last_key is None:
             channel.last_key = (0, 0)
+        if channel.waiters:
+            self._wake(channel)
 
     async def _read(self, name: str, limit: int, since: IdKey | None = None) -> HistoryPage:
         while True:

@@ -169,7 +169,8 @@ class Session:
         self._outbox.send_frame(
             protocol.subscribed(tool, frame.ref, 0, page.recovered if since else None)
         )
-        last: IdKey | None = since
+        # The position the client holds: its cursor, unless history could not honour it.
+        last: IdKey | None = since if page.recovered is not False else None
         for start in range(0, len(page.events), REPLAY_CHUNK):
             for event in page.events[start : start + REPLAY_CHUNK]:
                 self._outbox.send_event(event)
@@ -177,7 +178,7 @@ class Session:
             await self._outbox.drain(self._settings.outbox_frames // 2)
         if tool not in self._subscriptions:  # closed while replaying
             return
-        for event in self._hub.go_live(tool, self, last):
+        for event in await self._hub.go_live(tool, self, last):
             self._outbox.send_event(event)
 
     def _unsubscribe(self, frame: protocol.Unsubscribe) -> None:

@@ -67,12 +67,12 @@ def _ignore_connection(connected: bool) -> None:
 class Broker(abc.ABC):
     """See the module docstring for what each method promises."""
 
-    on_event: EventHandler = _ignore_event
-    """Called with every live event of a subscribed channel, on the event loop, in order."""
-
-    on_connection: ConnectionHandler = _ignore_connection
-    """Called with False when live delivery stops (events may be missed from then on)
-    and with True once every held channel is subscribed again."""
+    def __init__(self) -> None:
+        self.on_event: EventHandler = _ignore_event
+        """Called with every live event of a subscribed channel, on the event loop, in order."""
+        self.on_connection: ConnectionHandler = _ignore_connection
+        """Called with False when live delivery stops (events may be missed from then on)
+        and with True once every held channel is subscribed again."""
 
     @property
     @abc.abstractmethod

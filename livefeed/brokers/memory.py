@@ -48,6 +48,7 @@ class MemoryBroker(Broker):
         idempotency_ttl: float = 600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self._history_size = history_size
         self._idempotency_ttl = idempotency_ttl
         self._clock = clock

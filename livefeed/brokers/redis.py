@@ -75,6 +75,7 @@ class RedisBroker(Broker):
         history_size: int = 1000,
         idempotency_ttl: int = 600,
     ) -> None:
+        super().__init__()
         self._layout = Layout(prefix)
         self._history_size = history_size
         self._idempotency_ttl = idempotency_ttl

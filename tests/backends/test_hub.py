@@ -1,0 +1,112 @@
+"""The hub over every broker: gap-free joins under concurrent publishing, fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from livefeed.brokers.base import Broker
+from livefeed.envelope import Event
+from livefeed.events import prepare
+from livefeed.history import parse_id
+from livefeed.hub import Hub
+from tests.backends.conftest import MakeBroker
+from tests.support.clients import story
+from tests.support.timing import async_wait_until
+
+
+class Recorder:
+    """A subscriber that keeps what the hub gives it, as a session's outbox would."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.replayed = 0
+        self.closed: tuple[int, str] | None = None
+
+    def deliver(self, event: Event) -> None:
+        self.events.append(event)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+async def join(
+    hub: Hub,
+    tool: str,
+    subscriber: Recorder,
+    history: int = 0,
+    since: tuple[int, int] | None = None,
+) -> None:
+    """What a session does: join, send the replay, go live, send the buffered rest."""
+    page = await hub.join(tool, subscriber, history, since)
+    subscriber.events.extend(page.events)
+    subscriber.replayed = len(page.events)
+    last = page.events[-1].key if page.events else since
+    subscriber.events.extend(await hub.go_live(tool, subscriber, last))
+
+
+async def publisher(broker: Broker, tool: str, count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    ids = []
+    for i in range(count):
+        [[(_, event_id)]] = await broker.publish(prepare(story([tool], f"p{seed}-{i}")), 1.0)
+        ids.append(event_id)
+        await asyncio.sleep(rng.random() * 0.002)  # ~125 events/s each, interleaved
+    return ids
+
+
+async def test_a_join_mid_stream_misses_and_repeats_nothing(make_broker: MakeBroker):
+    broker = make_broker()
+    await broker.start()
+    hub = Hub(broker, history_size=1000)
+    early, late = Recorder(), Recorder()
+    await join(hub, "flask", early)
+    publishers = [asyncio.create_task(publisher(broker, "flask", 125, seed)) for seed in range(4)]
+    await async_wait_until(lambda: len(early.events) >= 100, what="the stream to be under way")
+    await join(hub, "flask", late, history=20)
+    joined_at = len(early.events)
+    published = sorted((i for ids in await asyncio.gather(*publishers) for i in ids), key=parse_id)
+    await async_wait_until(lambda: len(early.events) == 500, what="every event to arrive")
+    await async_wait_until(
+        lambda: late.events and late.events[-1].id == published[-1],
+        what="the late subscriber to catch up",
+    )
+    assert [e.id for e in early.events] == published
+    got = [e.id for e in late.events]
+    start = published.index(got[0])
+    assert got == published[start:], "the late subscriber saw a gap or a repeat"
+    assert late.replayed == 20
+    assert joined_at < 480, "the late subscriber should join while publishing goes on"
+    await hub.close()
+
+
+async def test_subscribers_of_a_channel_share_the_same_event_objects(make_broker: MakeBroker):
+    broker = make_broker()
+    await broker.start()
+    hub = Hub(broker, history_size=1000)
+    subscribers = [Recorder() for _ in range(5)]
+    for subscriber in subscribers:
+        await join(hub, "flask", subscriber)
+    await broker.publish(prepare(story(["flask"])), 1.0)
+    await async_wait_until(lambda: all(s.events for s in subscribers))
+    first = subscribers[0].events[0]
+    assert all(s.events[0] is first for s in subscribers)  # encoded once, shared
+    assert hub.channels == {"flask": 5}
+    for subscriber in subscribers:
+        hub.leave("flask", subscriber)
+    assert hub.channels == {}
+    await hub.close()
+
+
+async def test_a_replaying_subscriber_that_falls_too_far_behind_is_closed(
+    make_broker: MakeBroker,
+):
+    broker = make_broker()
+    await broker.start()
+    hub = Hub(broker, history_size=1000, buffer_limit=10)
+    slow = Recorder()
+    await hub.join("flask", slow, history=5)  # parked, never goes live
+    await broker.publish(prepare({"events": [story(["flask"]) for _ in range(11)]}), 1.0)
+    await async_wait_until(lambda: slow.closed is not None, what="the slow subscriber to close")
+    assert slow.closed is not None and slow.closed[0] == 4008
+    await hub.close()

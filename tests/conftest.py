@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.redis_server import RedisServer
+from tests.support.server import ServerProcess
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the whole run; tests isolate themselves by key prefix."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server this test alone uses, so it may stop and restart it."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"lf-test-{uuid.uuid4().hex[:10]}:"
+
+
+StartServer = Callable[..., ServerProcess]
+
+
+def redis_env(redis: RedisServer, prefix: str) -> dict[str, str]:
+    return {"LIVEFEED_REDIS_URL": redis.url, "LIVEFEED_REDIS_PREFIX": prefix}
+
+
+@pytest.fixture
+def start_server() -> Iterator[StartServer]:
+    """Start ``livefeed serve`` processes; each is stopped when the test ends."""
+    started: list[ServerProcess] = []
+
+    def start(
+        env: dict[str, str] | None = None, args: tuple[str, ...] = (), ready_path: str = "/healthz"
+    ) -> ServerProcess:
+        server = ServerProcess(env or {}, args)
+        started.append(server)
+        return server.start(ready_path)
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,107 @@
+"""Test clients: a WebSocket client that reads frames as dicts, and HTTP publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.server import PUBLISH_KEY
+from tests.support.timing import TIMEOUT
+
+_counter = itertools.count()
+
+
+def unique_tool(stem: str = "tool") -> str:
+    """A tool slug no other test uses, so tests sharing a server never see each other."""
+    return f"{stem}-{next(_counter)}-{id(_counter) % 9973}"
+
+
+class WsClient:
+    def __init__(self, connection: ClientConnection) -> None:
+        self.connection = connection
+
+    @classmethod
+    async def open(cls, ws_url: str, **query: str) -> WsClient:
+        url = f"{ws_url}?{urlencode(query)}" if query else ws_url
+        return cls(await connect(url, max_size=None, open_timeout=TIMEOUT))
+
+    async def send(self, frame: dict[str, Any] | str | bytes) -> None:
+        if isinstance(frame, dict):
+            frame = orjson.dumps(frame).decode()
+        await self.connection.send(frame)
+
+    async def recv(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        message = await asyncio.wait_for(self.connection.recv(), timeout)
+        frame: dict[str, Any] = orjson.loads(message)
+        return frame
+
+    async def expect(self, frame_type: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+        frame = await self.recv(timeout)
+        assert frame["type"] == frame_type, f"expected {frame_type}, got {frame}"
+        return frame
+
+    async def welcome(self) -> dict[str, Any]:
+        return await self.expect("welcome")
+
+    async def subscribe(self, tools: list[str], **options: Any) -> list[dict[str, Any]]:
+        """Send a subscribe and return the ``subscribed`` replies, one per tool."""
+        await self.send({"type": "subscribe", "tools": tools, **options})
+        return [await self.expect("subscribed") for _ in tools]
+
+    async def events(self, count: int, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+        """The next ``count`` event frames (other frame types are not expected here)."""
+        return [await self.expect("event", timeout) for _ in range(count)]
+
+    async def closed_with(self, timeout: float = TIMEOUT) -> int | None:
+        """Read until the server closes; return its close code."""
+        try:
+            while True:
+                await asyncio.wait_for(self.connection.recv(), timeout)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+
+    async def nothing_more(self, within: float = 0.3) -> None:
+        """Assert no frame arrives for a short while (used only after a reply that
+        would have been sent first, so the wait is not what makes the test pass)."""
+        try:
+            frame = await asyncio.wait_for(self.connection.recv(), within)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected frame {frame!r}")
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+def story(tools: list[str], title: str = "A story", **data: Any) -> dict[str, Any]:
+    return {
+        "kind": "story",
+        "tools": tools,
+        "data": {"author": {"handle": "laura_garcia"}, "title": title, **data},
+    }
+
+
+def activity(tool: str, handle: str = "klodnitsky", verb: str = "started_using") -> dict[str, Any]:
+    return {"kind": "activity", "data": {"actor": {"handle": handle}, "verb": verb, "tool": tool}}
+
+
+async def publish(base_url: str, document: Any, key: str = PUBLISH_KEY) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as http:
+        body = document if isinstance(document, bytes) else orjson.dumps(document)
+        return await http.post(
+            "/api/events", content=body, headers={"Authorization": f"Bearer {key}"}
+        )
+
+
+async def publish_ok(base_url: str, document: Any) -> list[dict[str, str]]:
+    response = await publish(base_url, document)
+    assert response.status_code == 202, response.text
+    events: list[dict[str, str]] = response.json()["events"]
+    return events

@@ -1,0 +1,109 @@
+"""A real ``livefeed serve`` process on a free port, as a test's subject."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.support.ports import free_port
+from tests.support.timing import TIMEOUT, wait_until
+
+PUBLISH_KEY = "test-publish-key"
+
+
+def _clean_environ() -> dict[str, str]:
+    """The test runner's environment without any livefeed setting leaking in."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LIVEFEED_") and k not in {"REDIS_URL", "PORT"}
+    }
+
+
+class ServerProcess:
+    def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+        self.env = {**_clean_environ(), "LIVEFEED_PUBLISH_KEYS": PUBLISH_KEY, **env}
+        self.args = args
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(tempfile.mkstemp(prefix="livefeed-server-", suffix=".log")[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _get(self, path: str) -> int:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+            conn.request("GET", path)
+            status = conn.getresponse().status
+            conn.close()
+            return status
+        except OSError:
+            return 0
+
+    def start(self, ready_path: str = "/healthz") -> ServerProcess:
+        for _attempt in range(3):  # the free port may be taken between choosing and binding
+            self.port = free_port()
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "livefeed",
+                        "serve",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.port),
+                        *self.args,
+                    ],
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            process = self.process
+            wait_until(
+                lambda process=process: (
+                    process.poll() is not None  # type: ignore[misc]
+                    or self._get(ready_path) == 200
+                ),
+                what=f"livefeed serve on {self.port}",
+            )
+            if process.poll() is None:
+                return self
+            if "address already in use" not in self.log():
+                break
+        raise RuntimeError(f"livefeed serve did not start:\n{self.log()}")
+
+    def terminate(self, timeout: float = TIMEOUT) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=TIMEOUT)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log_path.unlink(missing_ok=True)

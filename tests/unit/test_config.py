@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from livefeed.config import SETTINGS, ConfigError, Settings
+
+
+def test_defaults_follow_the_contract():
+    settings = Settings.from_env({})
+    assert settings.redis_url is None
+    assert settings.history_size == 1000 and settings.max_frame_bytes == 4096
+    assert settings.max_subscriptions == 100
+    assert (settings.frame_rate, settings.frame_burst) == (20, 40)
+    assert (settings.outbox_frames, settings.outbox_bytes) == (1000, 4 * 1024 * 1024)
+    assert settings.max_body_bytes == 1024 * 1024 and settings.max_batch == 1000
+
+
+def test_environment_names_and_flags():
+    env = {
+        "REDIS_URL": "redis://a",
+        "PORT": "9000",
+        "LIVEFEED_PUBLISH_KEYS": "k1, k2,",
+        "LIVEFEED_PRIVATE_TOOLS": "flask",
+        "LIVEFEED_SECRET": "s",
+        "LIVEFEED_ALLOWED_ORIGINS": "https://a.example,https://b.example",
+        "LIVEFEED_DEMO": "yes",
+    }
+    settings = Settings.from_env(env, port=9100)
+    assert settings.redis_url == "redis://a" and settings.port == 9100
+    assert settings.publish_keys == ("k1", "k2")
+    assert settings.private_tools == frozenset({"flask"})
+    assert settings.allowed_origins == ("https://a.example", "https://b.example")
+    assert settings.demo is True
+    assert (
+        Settings.from_env({"LIVEFEED_REDIS_URL": "redis://b", "REDIS_URL": "redis://a"}).redis_url
+        == "redis://b"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"LIVEFEED_HISTORY_SIZE": "0"}, "LIVEFEED_HISTORY_SIZE"),
+        ({"LIVEFEED_HISTORY_SIZE": "lots"}, "LIVEFEED_HISTORY_SIZE"),
+        ({"PORT": "http"}, "PORT"),
+        ({"LIVEFEED_PRIVATE_TOOLS": "Flask"}, "LIVEFEED_PRIVATE_TOOLS"),
+        ({"LIVEFEED_PRIVATE_TOOLS": "flask"}, "LIVEFEED_SECRET"),
+        ({"LIVEFEED_DEMO": "maybe"}, "LIVEFEED_DEMO"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], names: str):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert names in str(caught.value)
+
+
+def test_every_setting_maps_to_a_field():
+    fields = set(Settings.__dataclass_fields__)
+    assert {s.field for s in SETTINGS} <= fields
