@@ -92,16 +92,26 @@ def activity(tool: str, handle: str = "klodnitsky", verb: str = "started_using")
     return {"kind": "activity", "data": {"actor": {"handle": handle}, "verb": verb, "tool": tool}}
 
 
-async def publish(base_url: str, document: Any, key: str = PUBLISH_KEY) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as http:
-        body = document if isinstance(document, bytes) else orjson.dumps(document)
-        return await http.post(
-            "/api/events", content=body, headers={"Authorization": f"Bearer {key}"}
-        )
+async def publish(
+    base_url: str,
+    document: Any,
+    key: str | None = PUBLISH_KEY,
+    http: httpx.AsyncClient | None = None,
+) -> httpx.Response:
+    """POST /api/events; ``key=None`` sends no Authorization header at all. Pass an open
+    ``http`` client to reuse its connection across many publishes."""
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    body = document if isinstance(document, bytes) else orjson.dumps(document)
+    if http is not None:
+        return await http.post(f"{base_url}/api/events", content=body, headers=headers)
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        return await client.post(f"{base_url}/api/events", content=body, headers=headers)
 
 
-async def publish_ok(base_url: str, document: Any) -> list[dict[str, str]]:
-    response = await publish(base_url, document)
+async def publish_ok(
+    base_url: str, document: Any, http: httpx.AsyncClient | None = None
+) -> list[dict[str, str]]:
+    response = await publish(base_url, document, http=http)
     assert response.status_code == 202, response.text
     events: list[dict[str, str]] = response.json()["events"]
     return events

@@ -1,0 +1,74 @@
+"""Redis going away mid-stream, and shutting down with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import httpx
+
+from livefeed.history import parse_id
+from tests.conftest import StartServer, redis_env
+from tests.support.clients import WsClient, publish, story, unique_tool
+from tests.support.redis_server import RedisServer
+from tests.support.timing import TIMEOUT, async_wait_until
+
+
+async def test_redis_restart_mid_stream_delivery_resumes_with_nothing_lost(
+    start_server: StartServer, own_redis: RedisServer, prefix: str
+):
+    server = start_server(redis_env(own_redis, prefix))
+    tool = unique_tool()
+    client = await WsClient.open(server.ws_url, tools=tool)
+    await client.welcome()
+    await client.expect("subscribed")
+    acked: list[str] = []
+    refused = 0
+
+    async def publish_steadily(count: int) -> None:
+        nonlocal refused
+        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+            for i in range(count):
+                response = await publish(server.url, story([tool], f"n{i}"), http=http)
+                if response.status_code == 202:
+                    acked.append(response.json()["events"][0]["id"])
+                else:
+                    assert response.status_code == 503
+                    refused += 1
+                await asyncio.sleep(0.01)
+
+    publishing = asyncio.create_task(publish_steadily(150))
+    await async_wait_until(lambda: len(acked) >= 30 or publishing.done(),
+                           what="30 publishes before the restart")
+    await asyncio.to_thread(own_redis.restart)
+    await publishing
+    assert len(acked) >= 60, "publishing should resume after the restart"
+    received = [e["id"] for e in await client.events(len(acked), timeout=2 * TIMEOUT)]
+    assert received == sorted(acked, key=parse_id) == acked
+    await client.nothing_more()
+    await client.close()
+
+
+async def test_sigterm_closes_every_connection_with_1001_and_exits_in_time(
+    start_server: StartServer,
+):
+    server = start_server()
+    clients = []
+    for _ in range(5):
+        client = await WsClient.open(server.ws_url, tools="flask")
+        await client.welcome()
+        await client.expect("subscribed")
+        clients.append(client)
+    started = time.monotonic()
+    assert server.process is not None
+    server.process.terminate()
+    codes = await asyncio.gather(*(client.closed_with() for client in clients))
+    assert codes == [1001] * 5
+    exit_code = await asyncio.to_thread(server.process.wait, 10)
+    assert time.monotonic() - started < 10
+    # After a graceful shutdown uvicorn re-raises the signal, so the exit status says
+    # "terminated by SIGTERM" as a supervisor expects.
+    assert exit_code == -signal.SIGTERM
+    assert "Application shutdown complete" in server.log()
+    assert "closed 5 connections with 1001" in server.log()
