@@ -39,8 +39,9 @@ async def test_redis_restart_mid_stream_delivery_resumes_with_nothing_lost(
                 await asyncio.sleep(0.01)
 
     publishing = asyncio.create_task(publish_steadily(150))
-    await async_wait_until(lambda: len(acked) >= 30 or publishing.done(),
-                           what="30 publishes before the restart")
+    await async_wait_until(
+        lambda: len(acked) >= 30 or publishing.done(), what="30 publishes before the restart"
+    )
     await asyncio.to_thread(own_redis.restart)
     await publishing
     assert len(acked) >= 60, "publishing should resume after the restart"

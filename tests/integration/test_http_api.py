@@ -95,7 +95,8 @@ async def test_a_body_over_1_mib_without_content_length_is_413(server: ServerPro
 
     async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
         response = await http.post(
-            "/api/events", content=chunks(),
+            "/api/events",
+            content=chunks(),
             headers={"Authorization": "Bearer test-publish-key"},
         )
     assert response.status_code == 413
@@ -135,8 +136,9 @@ async def test_a_batch_with_one_bad_event_stores_and_delivers_nothing(server: Se
 
 
 async def test_over_the_publish_rate_is_429_with_retry_after(start_server: StartServer):
-    server = start_server({"LIVEFEED_PUBLISH_RATE": "0.5", "LIVEFEED_PUBLISH_BURST": "3",
-                           "LIVEFEED_MAX_BATCH": "3"})
+    server = start_server(
+        {"LIVEFEED_PUBLISH_RATE": "0.5", "LIVEFEED_PUBLISH_BURST": "3", "LIVEFEED_MAX_BATCH": "3"}
+    )
     tool = unique_tool()
     await publish_ok(server.url, {"events": [activity(tool)] * 3})
     response = await publish(server.url, activity(tool))
@@ -183,7 +185,8 @@ async def test_history_limit_since_and_recovered(server: ServerProcess):
     assert default["tool"] == tool and [e["id"] for e in default["events"]] == ids[-20:]
     assert "recovered" not in default
     assert [e["id"] for e in (await history(server, tool, limit="3")).json()["events"]] == (
-        ids[-3:])
+        ids[-3:]
+    )
     after = (await history(server, tool, since=ids[10], limit="5")).json()
     assert [e["id"] for e in after["events"]] == ids[11:16] and after["recovered"] is True
 

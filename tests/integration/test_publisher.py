@@ -30,7 +30,10 @@ async def test_publisher_straight_into_redis_reaches_a_websocket_subscriber(
     client = await subscriber(server.ws_url, flask, terraform)
     publisher = Publisher.from_url(redis_server.url, prefix=prefix)
     story_ids = await asyncio.to_thread(
-        publisher.story, tools=[flask], author={"handle": "laura_garcia"}, title="From Flask",
+        publisher.story,
+        tools=[flask],
+        author={"handle": "laura_garcia"},
+        title="From Flask",
         tags=["python"],
     )
     activity_ids = await asyncio.to_thread(
@@ -73,10 +76,12 @@ async def test_async_publisher_reaches_subscribers_on_another_process(
     tool = unique_tool()
     client = await subscriber(server.ws_url, tool)
     publisher = AsyncPublisher.from_url(redis_server.url, prefix=prefix)
-    ids = await publisher.story(tools=[tool], author={"handle": "a"}, title="async",
-                                idempotency_key="same")
-    again = await publisher.story(tools=[tool], author={"handle": "a"}, title="async",
-                                  idempotency_key="same")
+    ids = await publisher.story(
+        tools=[tool], author={"handle": "a"}, title="async", idempotency_key="same"
+    )
+    again = await publisher.story(
+        tools=[tool], author={"handle": "a"}, title="async", idempotency_key="same"
+    )
     assert again == ids
     [event] = await client.events(1)
     assert event["id"] == ids[tool]
@@ -90,8 +95,9 @@ async def test_http_publisher_reaches_an_embedded_broker_server(start_server: St
     tool = unique_tool()
     client = await subscriber(server.ws_url, tool)
     publisher = Publisher.from_url(server.url, key=PUBLISH_KEY)
-    ids = await asyncio.to_thread(publisher.story, tools=[tool], author={"handle": "a"},
-                                  title="over http")
+    ids = await asyncio.to_thread(
+        publisher.story, tools=[tool], author={"handle": "a"}, title="over http"
+    )
     assert (await client.events(1))[0]["id"] == ids[tool]
     wrong = Publisher.from_url(server.url, key="nope")
     with pytest.raises(Unauthorized):

@@ -25,8 +25,13 @@ async def test_since_resumes_with_exactly_the_missed_events(server: ServerProces
     client = await WsClient.open(server.ws_url)
     await client.welcome()
     [reply] = await client.subscribe([tool], since={tool: ids[3]}, ref="r")
-    assert reply == {"type": "subscribed", "tool": tool, "ref": "r", "presence": 0,
-                     "recovered": True}
+    assert reply == {
+        "type": "subscribed",
+        "tool": tool,
+        "ref": "r",
+        "presence": 0,
+        "recovered": True,
+    }
     assert [e["id"] for e in await client.events(6)] == ids[4:]
     [live] = await publish_ok(server.url, story([tool], "live"))
     assert (await client.events(1))[0]["id"] == live["id"]
@@ -108,8 +113,9 @@ async def test_500_events_from_4_publishers_with_a_subscriber_joining_mid_stream
     await asyncio.wait_for(under_way.wait(), TIMEOUT)
     client = await WsClient.open(server.ws_url)
     await client.welcome()
+    acked_before = len(acked)
     await client.subscribe([tool], history=20)
-    joined_at = len(acked)
+    acked_after = len(acked)
     await publishers
     published = sorted(acked, key=parse_id)
     received: list[str] = []
@@ -117,6 +123,8 @@ async def test_500_events_from_4_publishers_with_a_subscriber_joining_mid_stream
         received.append((await client.events(1))[0]["id"])
     start = published.index(received[0])
     assert received == published[start:], "a gap or a repeat"
-    assert start <= joined_at - 20, "the replay reaches back 20 events"
-    assert joined_at < 480, "the subscriber joined while publishing went on"
+    # The replay is the 20 events before the history read, which came after
+    # `acked_before` acks and before `acked_after` (plus at most 4 stored, not yet acked).
+    assert acked_before - 20 <= start <= acked_after + 4 - 20
+    assert acked_after < 480, "the subscriber joined while publishing went on"
     await client.close()

@@ -174,8 +174,13 @@ async def test_too_many_subscriptions(start_server: StartServer):
     client = await connected(server)
     await client.send({"type": "subscribe", "tools": ["a", "b", "c"], "ref": "1"})
     error = await client.expect("error")
-    assert error == {"type": "error", "code": "too_many_subscriptions", "tool": "c", "ref": "1",
-                     "message": error["message"]}
+    assert error == {
+        "type": "error",
+        "code": "too_many_subscriptions",
+        "tool": "c",
+        "ref": "1",
+        "message": error["message"],
+    }
     assert [(await client.expect("subscribed"))["tool"] for _ in range(2)] == ["a", "b"]
     await client.send({"type": "subscribe", "tools": ["d"]})
     assert (await client.expect("error"))["code"] == "too_many_subscriptions"
