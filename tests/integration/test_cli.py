@@ -1,0 +1,133 @@
+"""The commands, run as a user runs them: publish, tail, demo, serve --demo, the Procfile."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import orjson
+
+from tests.conftest import StartServer, redis_env
+from tests.support.clients import WsClient, publish_ok, story, unique_tool
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
+from tests.support.server import PUBLISH_KEY, ServerProcess, _clean_environ
+from tests.support.timing import TIMEOUT, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def livefeed(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "livefeed", *args], input=stdin, capture_output=True, text=True,
+        timeout=TIMEOUT, env=_clean_environ(),
+    )
+
+
+def stored(server: ServerProcess, tool: str) -> list[dict]:
+    return httpx.get(f"{server.url}/api/tools/{tool}/events?limit=100").json()["events"]
+
+
+def test_publish_a_story_from_flags(server: ServerProcess):
+    tool = unique_tool()
+    done = livefeed("publish", "--url", server.url, "--key", PUBLISH_KEY, "--tool", tool,
+                    "--title", "From the shell", "--author", "laura_garcia")
+    assert done.returncode == 0, done.stderr
+    [event] = stored(server, tool)
+    assert done.stdout.split() == [tool, event["id"]]
+    assert event["data"]["title"] == "From the shell"
+
+
+def test_publish_a_batch_from_stdin_and_a_refusal(server: ServerProcess):
+    tool = unique_tool()
+    batch = {"events": [story([tool], "a"), story([tool], "b")]}
+    done = livefeed("publish", "--url", server.url, "--key", PUBLISH_KEY, "-",
+                    stdin=orjson.dumps(batch).decode())
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 2
+    refused = livefeed("publish", "--url", server.url, "--key", PUBLISH_KEY, "--tool", tool,
+                       "--title", "x", "--author", "has space")
+    assert refused.returncode == 1
+    assert "invalid_event" in refused.stderr and "data.author.handle" in refused.stderr
+    assert len(stored(server, tool)) == 2
+
+
+def test_publish_straight_into_redis(
+    start_server: StartServer, redis_server: RedisServer, prefix: str
+):
+    server = start_server(redis_env(redis_server, prefix))
+    tool = unique_tool()
+    done = livefeed("publish", "--redis-url", redis_server.url, "--redis-prefix", prefix,
+                    "--tool", tool, "--title", "direct", "--author", "a")
+    assert done.returncode == 0, done.stderr
+    assert [e["data"]["title"] for e in stored(server, tool)] == ["direct"]
+
+
+async def test_tail_prints_events_as_json_lines(server: ServerProcess):
+    tool = unique_tool()
+    ids = [(await publish_ok(server.url, story([tool], f"t{i}")))[0]["id"] for i in range(3)]
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "livefeed", "tail", tool, "--url", server.url, "--history", "2",
+        "--count", "3", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=_clean_environ(),
+    )
+    assert tail.stdout is not None and tail.stderr is not None
+    while b"subscribed" not in await asyncio.wait_for(tail.stderr.readline(), TIMEOUT):
+        pass
+    [live] = await publish_ok(server.url, story([tool], "live"))
+    out, _ = await asyncio.wait_for(tail.communicate(), TIMEOUT)
+    lines = [orjson.loads(line) for line in out.splitlines()]
+    assert [e["id"] for e in lines] == [*ids[1:], live["id"]]
+    assert tail.returncode == 0
+
+
+def test_demo_publishes_realistic_events(server: ServerProcess):
+    done = livefeed("demo", "--url", server.url, "--key", PUBLISH_KEY, "--count", "12",
+                    "--rate", "200", "--seed", "7")
+    assert done.returncode == 0, done.stderr
+    assert "published 12 demo events" in done.stderr
+    firehose = httpx.get(f"{server.url}/api/tools/%2A/events?limit=100").json()["events"]
+    kinds = {e["kind"] for e in firehose}
+    assert kinds <= {"story", "activity"} and len(firehose) >= 12
+
+
+async def test_serve_demo_makes_the_feed_move(start_server: StartServer):
+    server = start_server(args=("--demo", "--demo-rate", "50"))
+    client = await WsClient.open(server.ws_url, tools="*")
+    await client.welcome()
+    await client.expect("subscribed")
+    events = await client.events(3)
+    assert all(e["channel"] == "*" for e in events)
+    await client.close()
+
+
+def test_the_procfile_web_command_serves_on_port():
+    [line] = [line for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()]
+    kind, command = line.split(":", 1)
+    assert kind == "web"
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**_clean_environ(), "PORT": str(port),
+           "PATH": f"{bin_dir}:{_clean_environ().get('PATH', '')}"}
+    process = subprocess.Popen(["sh", "-c", command], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(lambda: process.poll() is not None or healthy(), what="the Procfile server")
+        assert process.poll() is None and healthy()
+    finally:
+        process.terminate()
+        process.wait(TIMEOUT)
+
+
+def test_help_and_bad_configuration():
+    assert livefeed("--help").returncode == 0
+    bad = livefeed("serve", "--history-size", "0")
+    assert bad.returncode == 2 and "positive" in bad.stderr
