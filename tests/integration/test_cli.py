@@ -22,8 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def livefeed(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "livefeed", *args], input=stdin, capture_output=True, text=True,
-        timeout=TIMEOUT, env=_clean_environ(),
+        [sys.executable, "-m", "livefeed", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_clean_environ(),
     )
 
 
@@ -33,8 +37,19 @@ def stored(server: ServerProcess, tool: str) -> list[dict]:
 
 def test_publish_a_story_from_flags(server: ServerProcess):
     tool = unique_tool()
-    done = livefeed("publish", "--url", server.url, "--key", PUBLISH_KEY, "--tool", tool,
-                    "--title", "From the shell", "--author", "laura_garcia")
+    done = livefeed(
+        "publish",
+        "--url",
+        server.url,
+        "--key",
+        PUBLISH_KEY,
+        "--tool",
+        tool,
+        "--title",
+        "From the shell",
+        "--author",
+        "laura_garcia",
+    )
     assert done.returncode == 0, done.stderr
     [event] = stored(server, tool)
     assert done.stdout.split() == [tool, event["id"]]
@@ -44,11 +59,29 @@ def test_publish_a_story_from_flags(server: ServerProcess):
 def test_publish_a_batch_from_stdin_and_a_refusal(server: ServerProcess):
     tool = unique_tool()
     batch = {"events": [story([tool], "a"), story([tool], "b")]}
-    done = livefeed("publish", "--url", server.url, "--key", PUBLISH_KEY, "-",
-                    stdin=orjson.dumps(batch).decode())
+    done = livefeed(
+        "publish",
+        "--url",
+        server.url,
+        "--key",
+        PUBLISH_KEY,
+        "-",
+        stdin=orjson.dumps(batch).decode(),
+    )
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 2
-    refused = livefeed("publish", "--url", server.url, "--key", PUBLISH_KEY, "--tool", tool,
-                       "--title", "x", "--author", "has space")
+    refused = livefeed(
+        "publish",
+        "--url",
+        server.url,
+        "--key",
+        PUBLISH_KEY,
+        "--tool",
+        tool,
+        "--title",
+        "x",
+        "--author",
+        "has space",
+    )
     assert refused.returncode == 1
     assert "invalid_event" in refused.stderr and "data.author.handle" in refused.stderr
     assert len(stored(server, tool)) == 2
@@ -59,8 +92,19 @@ def test_publish_straight_into_redis(
 ):
     server = start_server(redis_env(redis_server, prefix))
     tool = unique_tool()
-    done = livefeed("publish", "--redis-url", redis_server.url, "--redis-prefix", prefix,
-                    "--tool", tool, "--title", "direct", "--author", "a")
+    done = livefeed(
+        "publish",
+        "--redis-url",
+        redis_server.url,
+        "--redis-prefix",
+        prefix,
+        "--tool",
+        tool,
+        "--title",
+        "direct",
+        "--author",
+        "a",
+    )
     assert done.returncode == 0, done.stderr
     assert [e["data"]["title"] for e in stored(server, tool)] == ["direct"]
 
@@ -69,8 +113,19 @@ async def test_tail_prints_events_as_json_lines(server: ServerProcess):
     tool = unique_tool()
     ids = [(await publish_ok(server.url, story([tool], f"t{i}")))[0]["id"] for i in range(3)]
     tail = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "livefeed", "tail", tool, "--url", server.url, "--history", "2",
-        "--count", "3", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "livefeed",
+        "tail",
+        tool,
+        "--url",
+        server.url,
+        "--history",
+        "2",
+        "--count",
+        "3",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env=_clean_environ(),
     )
     assert tail.stdout is not None and tail.stderr is not None
@@ -84,8 +139,19 @@ async def test_tail_prints_events_as_json_lines(server: ServerProcess):
 
 
 def test_demo_publishes_realistic_events(server: ServerProcess):
-    done = livefeed("demo", "--url", server.url, "--key", PUBLISH_KEY, "--count", "12",
-                    "--rate", "200", "--seed", "7")
+    done = livefeed(
+        "demo",
+        "--url",
+        server.url,
+        "--key",
+        PUBLISH_KEY,
+        "--count",
+        "12",
+        "--rate",
+        "200",
+        "--seed",
+        "7",
+    )
     assert done.returncode == 0, done.stderr
     assert "published 12 demo events" in done.stderr
     firehose = httpx.get(f"{server.url}/api/tools/%2A/events?limit=100").json()["events"]
@@ -109,11 +175,16 @@ def test_the_procfile_web_command_serves_on_port():
     assert kind == "web"
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)
-    env = {**_clean_environ(), "PORT": str(port),
-           "PATH": f"{bin_dir}:{_clean_environ().get('PATH', '')}"}
-    process = subprocess.Popen(["sh", "-c", command], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    env = {
+        **_clean_environ(),
+        "PORT": str(port),
+        "PATH": f"{bin_dir}:{_clean_environ().get('PATH', '')}",
+    }
+    process = subprocess.Popen(
+        ["sh", "-c", command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
+
         def healthy() -> bool:
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
