@@ -16,21 +16,25 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from livefeed.brokers.base import Broker
 from livefeed.brokers.memory import MemoryBroker
+from livefeed.brokers.redis import RedisBroker
 from livefeed.config import Settings
 from livefeed.demo import run_demo
 from livefeed.events import prepare
 from livefeed.hub import Hub
+from livefeed.presence import Presence
 from livefeed.protocol import CloseCode
-from livefeed.session import SessionSet
+from livefeed.session import Services, SessionSet
 from livefeed.transports.api import Api
+from livefeed.transports.sse import serve_sse
 from livefeed.transports.ws import serve_websocket
 
 log = logging.getLogger("livefeed")
@@ -45,10 +49,8 @@ def static_dir() -> Path:
     return here / "static"
 
 
-def make_broker(settings: Settings) -> Broker:
+def make_broker(settings: Settings) -> MemoryBroker | RedisBroker:
     if settings.redis_url:
-        from livefeed.brokers.redis import RedisBroker
-
         return RedisBroker(
             settings.redis_url,
             settings.redis_prefix,
@@ -65,13 +67,16 @@ class Runtime:
         self.settings = settings
         self.broker = make_broker(settings)
         self.hub = Hub(self.broker, settings.history_size, settings.outbox_frames)
-        self.api = Api(self.broker, settings)
+        self.presence = Presence(self.broker)
+        self.api = Api(self.broker, self.presence, settings)
         self.sessions = SessionSet()
+        self.services = Services(self.hub, self.presence, settings, self.sessions)
         self._demo: asyncio.Task[int] | None = None
         self._draining = False
 
     async def start(self) -> None:
         await self.broker.start()
+        await self.presence.start()
         if self.settings.demo:
             self._demo = asyncio.create_task(
                 run_demo(self._publish_demo, self.settings.demo_rate), name="livefeed demo"
@@ -101,6 +106,7 @@ class Runtime:
             self._demo.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._demo
+        await self.presence.close()
         await self.hub.close()
         await self.broker.close()
 
@@ -118,7 +124,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if runtime.draining:
             await ws.close(CloseCode.GOING_AWAY)
             return
-        await serve_websocket(ws, runtime.hub, settings, runtime.sessions)
+        await serve_websocket(ws, runtime.services)
+
+    async def sse(request: Request) -> Response:
+        if runtime.draining:
+            return PlainTextResponse("shutting down", 503)
+        return await serve_sse(request, runtime.services)
 
     async def index(request: Request) -> Response:
         page = static / "index.html"
@@ -140,9 +151,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/readyz", runtime.api.readyz),
         Route("/api/events", runtime.api.publish, methods=["POST"]),
         Route("/api/tools/{tool}/events", runtime.api.tool_events),
+        Route("/api/tools/{tool}/presence", runtime.api.tool_presence),
+        Route("/api/presence", runtime.api.presence),
+        Route("/sse", sse),
         WebSocketRoute("/ws", websocket),
         Mount("/static", StaticFiles(directory=static, check_dir=False), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    # Reads are public (private tools check their token per request), so any page may
+    # fetch them: the widget runs on other sites. Publishing is not offered to browsers.
+    middleware = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
     app.state.runtime = runtime
     return app

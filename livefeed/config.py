@@ -115,6 +115,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("publish_burst", ("LIVEFEED_PUBLISH_BURST",), _positive_int, "publish burst (events)"),
     Setting("max_body_bytes", ("LIVEFEED_MAX_BODY_BYTES",), _positive_int, "publish body limit"),
     Setting("max_batch", ("LIVEFEED_MAX_BATCH",), _positive_int, "events per publish request"),
+    Setting(
+        "sse_keepalive",
+        ("LIVEFEED_SSE_KEEPALIVE",),
+        _positive_float,
+        "seconds of silence before an SSE comment line (at most 15)",
+    ),
     Setting("demo", ("LIVEFEED_DEMO",), _bool, "publish the demo stream inside the server"),
     Setting("demo_rate", ("LIVEFEED_DEMO_RATE",), _positive_float, "demo events per second"),
     Setting("log_json", ("LIVEFEED_LOG_JSON",), _bool, "log one JSON object per line"),
@@ -146,7 +152,9 @@ class Settings:
     publish_burst: int = 5000
     max_body_bytes: int = 1024 * 1024
     max_batch: int = 1000
+    sse_keepalive: float = 15.0
     demo: bool = False
+
     demo_rate: float = 2.0
     log_json: bool = False
     log_level: str = "info"

@@ -126,10 +126,13 @@ class Hub:
             self.leave(name, subscriber)
             raise
 
-    async def go_live(self, name: str, subscriber: Subscriber, after: IdKey | None) -> list[Event]:
+    async def go_live(
+        self, name: str, subscriber: Subscriber, after: IdKey | None
+    ) -> tuple[list[Event], IdKey | None]:
         """Switch a parked subscriber to live delivery. Returns the live events buffered
-        for it that are newer than ``after`` (the last id it sent, or its cursor): it
-        must send them before anything else of this channel.
+        for it that are newer than ``after`` (the last id it sent, or its cursor), which
+        it must send before anything else of this channel, and the channel's position:
+        once those are sent, the subscriber has every event up to it.
 
         History can be ahead of the live stream (an event is read from Redis before
         its pub/sub message is here), so this first waits until the live stream has
@@ -146,7 +149,7 @@ class Hub:
                     channel.waiters.remove((after, reached))
         buffered = channel.pending.pop(subscriber)
         channel.live[subscriber] = None
-        return merge([], buffered, after)
+        return merge([], buffered, after), channel.last_key
 
     @staticmethod
     def _wake(channel: _Channel) -> None:

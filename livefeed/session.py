@@ -24,6 +24,7 @@ from livefeed.envelope import Event
 from livefeed.history import IdKey, parse_id
 from livefeed.hub import Hub
 from livefeed.limits import FrameRateLimit
+from livefeed.presence import Presence
 from livefeed.protocol import CloseCode, ErrorCode, FrameError
 from livefeed.types import is_channel
 
@@ -36,8 +37,12 @@ class Outbox(Protocol):
     def send_event(self, event: Event) -> None:
         """Queue an event; never blocks. Over the limits it closes with 4008."""
 
-    def send_frame(self, frame: bytes) -> None:
-        """Queue a control frame (JSON bytes); never blocks."""
+    def send_frame(self, frame: bytes, kind: str) -> None:
+        """Queue a control frame (JSON bytes) of type ``kind``; never blocks."""
+
+    def position(self, channel: str, key: IdKey) -> None:
+        """The client now holds every event of ``channel`` up to ``key`` (SSE records it
+        in its cursor; WebSocket clients track ids themselves)."""
 
     def close(self, code: int, reason: str) -> None:
         """Drop what is queued, send a close frame, and end the connection."""
@@ -52,25 +57,34 @@ class Outbox(Protocol):
 @dataclass(slots=True)
 class _Subscription:
     presence: bool  # whether presence frames were asked for
+    counted: bool = False  # whether it is in the presence tally yet
 
 
 class Session:
+    """The transport-independent half of a connection. The transport feeds it client
+    frames (:meth:`handle_text`) or a ready-made subscribe (SSE), and calls
+    :meth:`end` when the connection is gone."""
+
     def __init__(
         self,
         hub: Hub,
+        presence: Presence,
         settings: Settings,
         outbox: Outbox,
+        handle: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = secrets.token_hex(8)
+        self.handle = handle  # the authenticated user's handle, for presence users
         self._hub = hub
+        self._presence = presence
         self._settings = settings
         self._outbox = outbox
         self._clock = clock
         self._rate = FrameRateLimit(settings.frame_rate, settings.frame_burst, clock())
         self._subscriptions: dict[str, _Subscription] = {}
 
-    # Hub side ------------------------------------------------------------------
+    # Hub and presence side -----------------------------------------------------
 
     def deliver(self, event: Event) -> None:
         self._outbox.send_event(event)
@@ -78,14 +92,19 @@ class Session:
     def close(self, code: int, reason: str) -> None:
         self._outbox.close(code, reason)
 
+    def presence_frame(self, tool: str, frame: bytes) -> None:
+        subscription = self._subscriptions.get(tool)
+        if subscription is not None and subscription.presence:
+            self._outbox.send_frame(frame, "presence")
+
     # Client side ---------------------------------------------------------------
 
     async def start(self, query_tools: str | None) -> None:
         """Send ``welcome``, then subscribe to ``?tools=`` as a history-less subscribe."""
-        self._outbox.send_frame(protocol.welcome(self.id, self._settings.heartbeat))
+        self._outbox.send_frame(protocol.welcome(self.id, self._settings.heartbeat), "welcome")
         if query_tools:
             tools = tuple(dict.fromkeys(t.strip() for t in query_tools.split(",") if t.strip()))
-            await self._subscribe(protocol.Subscribe(tools))
+            await self.subscribe(protocol.Subscribe(tools))
 
     async def handle_text(self, text: str) -> None:
         """Handle one client text frame. Never raises for bad input."""
@@ -107,11 +126,11 @@ class Session:
             self._error(exc.code, exc.message, exc.ref)
             return
         if isinstance(frame, protocol.Subscribe):
-            await self._subscribe(frame)
+            await self.subscribe(frame)
         elif isinstance(frame, protocol.Unsubscribe):
             self._unsubscribe(frame)
         elif isinstance(frame, protocol.Ping):
-            self._outbox.send_frame(protocol.pong(frame.ref))
+            self._outbox.send_frame(protocol.pong(frame.ref), "pong")
         else:
             self._error(
                 ErrorCode.UNAUTHORIZED,
@@ -123,17 +142,16 @@ class Session:
         self._error(ErrorCode.BAD_FRAME, "frames are JSON text, not binary")
 
     def end(self) -> None:
-        """The connection is gone: leave every channel."""
-        for name in self._subscriptions:
-            self._hub.leave(name, self)
-        self._subscriptions.clear()
+        """The connection is gone: leave every channel and the presence tally."""
+        for name in list(self._subscriptions):
+            self._drop(name)
 
     # Frames --------------------------------------------------------------------
 
     def _error(
         self, code: ErrorCode, message: str, ref: Any = None, tool: str | None = None
     ) -> None:
-        self._outbox.send_frame(protocol.error(code, message, ref, tool))
+        self._outbox.send_frame(protocol.error(code, message, ref, tool), "error")
 
     def _admit(self, tool: str, ref: Any, taken: int) -> bool:
         """Whether ``tool`` may be subscribed; answers the client when it may not."""
@@ -150,11 +168,11 @@ class Session:
             return False
         return True
 
-    async def _subscribe(self, frame: protocol.Subscribe) -> None:
+    async def subscribe(self, frame: protocol.Subscribe) -> None:
         admitted: list[str] = []
         for tool in frame.tools:
             if tool in self._subscriptions:
-                self._outbox.send_frame(protocol.subscribed(tool, frame.ref, 0, None))
+                await self._resubscribe(tool, frame)
             elif self._admit(tool, frame.ref, len(self._subscriptions) + len(admitted)):
                 admitted.append(tool)
         for tool in admitted:
@@ -163,11 +181,27 @@ class Session:
             self._subscriptions[tool] = _Subscription(frame.presence)
             await self._join(tool, frame)
 
+    async def _resubscribe(self, tool: str, frame: protocol.Subscribe) -> None:
+        """Already subscribed: confirm, and start presence frames if now asked for."""
+        subscription = self._subscriptions[tool]
+        if frame.presence and not subscription.presence:
+            subscription.presence = True
+            self._presence.watch(tool, self)
+        count, _ = await self._presence.state(tool)
+        self._outbox.send_frame(protocol.subscribed(tool, frame.ref, count, None), "subscribed")
+
     async def _join(self, tool: str, frame: protocol.Subscribe) -> None:
         since = parse_id(frame.since[tool]) if tool in frame.since else None
         page = await self._hub.join(tool, self, frame.history, since)
+        subscription = self._subscriptions[tool]
+        self._presence.join(tool, self.handle)
+        subscription.counted = True
+        if subscription.presence:
+            self._presence.watch(tool, self)
+        count, _ = await self._presence.state(tool)
+        recovered = page.recovered if since else None
         self._outbox.send_frame(
-            protocol.subscribed(tool, frame.ref, 0, page.recovered if since else None)
+            protocol.subscribed(tool, frame.ref, count, recovered), "subscribed"
         )
         # The position the client holds: its cursor, unless history could not honour it.
         last: IdKey | None = since if page.recovered is not False else None
@@ -178,8 +212,11 @@ class Session:
             await self._outbox.drain(self._settings.outbox_frames // 2)
         if tool not in self._subscriptions:  # closed while replaying
             return
-        for event in await self._hub.go_live(tool, self, last):
+        buffered, position = await self._hub.go_live(tool, self, last)
+        for event in buffered:
             self._outbox.send_event(event)
+        if position is not None and position != (0, 0):
+            self._outbox.position(tool, position)
 
     def _unsubscribe(self, frame: protocol.Unsubscribe) -> None:
         for tool in frame.tools:
@@ -188,9 +225,18 @@ class Session:
                     ErrorCode.INVALID_TOOL, f"not a tool name: {tool[:70]!r}", frame.ref, tool[:70]
                 )
                 continue
-            if self._subscriptions.pop(tool, None) is not None:
-                self._hub.leave(tool, self)
-            self._outbox.send_frame(protocol.unsubscribed(tool, frame.ref))
+            self._drop(tool)
+            self._outbox.send_frame(protocol.unsubscribed(tool, frame.ref), "unsubscribed")
+
+    def _drop(self, tool: str) -> None:
+        subscription = self._subscriptions.pop(tool, None)
+        if subscription is None:
+            return
+        self._hub.leave(tool, self)
+        if subscription.counted:
+            self._presence.leave(tool, self.handle)
+        if subscription.presence:
+            self._presence.unwatch(tool, self)
 
 
 class SessionSet:
@@ -218,3 +264,16 @@ class SessionSet:
 
     async def wait_empty(self) -> None:
         await self._empty.wait()
+
+
+@dataclass(frozen=True)
+class Services:
+    """What a transport needs to run sessions, built once by the app."""
+
+    hub: Hub
+    presence: Presence
+    settings: Settings
+    sessions: SessionSet
+
+    def session(self, outbox: Outbox, handle: str | None = None) -> Session:
+        return Session(self.hub, self.presence, self.settings, outbox, handle)

@@ -106,3 +106,27 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise :class:`~livefeed.errors.Unavailable` unless the backend answers now."""
+
+
+PresenceEntries = dict[str, tuple[int, tuple[str, ...]]]
+"""tool -> (subscriptions, distinct authenticated handles) of one process."""
+
+
+class PresenceStore(abc.ABC):
+    """Where each process publishes who is watching, so every process can merge them.
+
+    Guarantees:
+
+    * A process's entry for a tool stands until the process replaces or removes it,
+      or until its deadline passes: an entry that is not refreshed expires, so the
+      viewers of a process that died vanish by themselves (no sweeper).
+    * :meth:`read` never returns an expired entry.
+    """
+
+    @abc.abstractmethod
+    async def write(self, process: str, entries: PresenceEntries, ttl: float) -> None:
+        """Set (or, with a count of 0, remove) this process's entries, valid ``ttl`` s."""
+
+    @abc.abstractmethod
+    async def read(self, tools: list[str]) -> dict[str, PresenceEntries]:
+        """For each tool, every live process's entry: ``{tool: {process: entry}}``."""

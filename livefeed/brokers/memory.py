@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from livefeed.brokers.base import Broker, HistoryPage, Published
+from livefeed.brokers.base import Broker, HistoryPage, PresenceEntries, PresenceStore, Published
 from livefeed.envelope import Event, envelope_tail
 from livefeed.events import PreparedBatch
 from livefeed.history import IdKey, format_id, is_recoverable
@@ -41,7 +41,7 @@ class _Stream:
         return key
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(Broker, PresenceStore):
     def __init__(
         self,
         history_size: int = 1000,
@@ -56,6 +56,8 @@ class MemoryBroker(Broker):
         self._subscribed: set[str] = set()
         # idempotency key -> (expires at, tool/id pairs); insertion order is expiry order
         self._seen: OrderedDict[str, tuple[float, list[tuple[str, str]]]] = OrderedDict()
+        # tool -> process -> (deadline, entry)
+        self._presence: dict[str, dict[str, tuple[float, tuple[int, tuple[str, ...]]]]] = {}
 
     @property
     def connected(self) -> bool:
@@ -130,3 +132,24 @@ class MemoryBroker(Broker):
         after = [e for e in entries if e[0] > since] if recovered else entries
         chosen = after[:limit]
         return HistoryPage([Event(channel, t, format_id(k), d) for k, t, d in chosen], recovered)
+
+    async def write(self, process: str, entries: PresenceEntries, ttl: float) -> None:
+        deadline = self._clock() + ttl
+        for tool, entry in entries.items():
+            per_process = self._presence.setdefault(tool, {})
+            if entry[0] > 0:
+                per_process[process] = (deadline, entry)
+            else:
+                per_process.pop(process, None)
+                if not per_process:
+                    del self._presence[tool]
+
+    async def read(self, tools: list[str]) -> dict[str, PresenceEntries]:
+        now = self._clock()
+        merged: dict[str, PresenceEntries] = {}
+        for tool in tools:
+            per_process = self._presence.get(tool, {})
+            for process in [p for p, (deadline, _) in per_process.items() if deadline <= now]:
+                del per_process[process]
+            merged[tool] = {p: entry for p, (_, entry) in per_process.items()}
+        return merged

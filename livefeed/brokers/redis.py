@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -25,12 +26,22 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from livefeed.backoff import Backoff
-from livefeed.brokers.base import Broker, HistoryPage, Published
+from livefeed.brokers.base import (
+    Broker,
+    HistoryPage,
+    PresenceEntries,
+    PresenceStore,
+    Published,
+)
 from livefeed.brokers.redis_layout import (
+    PRESENCE_READ_LUA,
+    PRESENCE_WRITE_LUA,
     PUBLISH_LUA,
     SINCE_LUA,
     Layout,
+    parse_presence,
     parse_published,
+    presence_args,
     publish_args,
 )
 from livefeed.envelope import Event
@@ -67,7 +78,7 @@ def _entry_event(channel: str, entry: Any) -> Event:
     return Event(channel, tool, event_id.decode(), values[b"d"])
 
 
-class RedisBroker(Broker):
+class RedisBroker(Broker, PresenceStore):
     def __init__(
         self,
         url: str,
@@ -85,6 +96,8 @@ class RedisBroker(Broker):
         self._pubsub_redis = connect(url)
         self._publish_script = self._redis.register_script(PUBLISH_LUA)
         self._since_script = self._redis.register_script(SINCE_LUA)
+        self._presence_write = self._redis.register_script(PRESENCE_WRITE_LUA)
+        self._presence_read = self._redis.register_script(PRESENCE_READ_LUA)
         self._held: set[str] = set()  # channels we want, across reconnects
         self._live: set[str] = set()  # channels Redis confirmed on the current link
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -149,6 +162,30 @@ class RedisBroker(Broker):
         except (RedisError, OSError) as exc:
             raise Unavailable(f"Redis did not answer the history read: {exc}") from None
         return HistoryPage([_entry_event(channel, e) for e in entries], recovered)
+
+    # Presence -----------------------------------------------------------------
+
+    async def write(self, process: str, entries: PresenceEntries, ttl: float) -> None:
+        if not entries:
+            return
+        now_ms = int(time.time() * 1000)
+        args = presence_args(
+            self._layout.prefix, process, entries, now_ms + int(ttl * 1000), int(ttl * 2000)
+        )
+        try:
+            await self._presence_write(args=args)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis did not take the presence update: {exc}") from None
+
+    async def read(self, tools: list[str]) -> dict[str, PresenceEntries]:
+        if not tools:
+            return {}
+        args: list[str | int] = [self._layout.prefix, int(time.time() * 1000), *tools]
+        try:
+            reply = await self._presence_read(args=args)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis did not answer the presence read: {exc}") from None
+        return parse_presence(tools, reply)
 
     # Live events ------------------------------------------------------------
 

@@ -10,6 +10,8 @@ Keys (``P`` is the configured prefix, ``livefeed:`` by default):
 ``P t:<channel>``      string  the newest id trimmed from that stream (for resume)
 ``P c:<channel>``      pubsub  live events: ``<id> <tool> <tail>``
 ``P idem:<key>``       string  ``tool id ...`` of an event, expires after 10 min
+``P pres:<tool>``      hash    process id -> ``<count> <handle> ...`` (presence)
+``P presx:<tool>``     zset    process id -> deadline (ms) of that entry
 =====================  ======  ====================================================
 """
 
@@ -18,12 +20,18 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from livefeed.brokers.base import Published
+from livefeed.brokers.base import PresenceEntries, Published
 from livefeed.envelope import envelope_tail
 from livefeed.events import PreparedBatch
 
 PUBLISH_LUA = resources.files("livefeed.brokers").joinpath("lua/publish.lua").read_text()
 SINCE_LUA = resources.files("livefeed.brokers").joinpath("lua/since.lua").read_text()
+PRESENCE_WRITE_LUA = (
+    resources.files("livefeed.brokers").joinpath("lua/presence_write.lua").read_text()
+)
+PRESENCE_READ_LUA = (
+    resources.files("livefeed.brokers").joinpath("lua/presence_read.lua").read_text()
+)
 
 
 class Layout:
@@ -63,3 +71,23 @@ def parse_published(result: list[bytes]) -> Published:
         words = joined.decode().split(" ")
         published.append(list(zip(words[::2], words[1::2], strict=True)))
     return published
+
+
+def presence_args(
+    prefix: str, process: str, entries: PresenceEntries, deadline_ms: int, ttl_ms: int
+) -> list[Any]:
+    args: list[Any] = [prefix, process, deadline_ms, ttl_ms]
+    for tool, (count, handles) in entries.items():
+        args += [tool, " ".join((str(count), *handles)) if count > 0 else ""]
+    return args
+
+
+def parse_presence(tools: list[str], reply: list[list[bytes]]) -> dict[str, PresenceEntries]:
+    merged: dict[str, PresenceEntries] = {}
+    for tool, flat in zip(tools, reply, strict=True):
+        entries: PresenceEntries = {}
+        for process, entry in zip(flat[::2], flat[1::2], strict=True):
+            count, *handles = entry.decode().split(" ")
+            entries[process.decode()] = (int(count), tuple(handles))
+        merged[tool] = entries
+    return merged

@@ -19,6 +19,7 @@ from livefeed.config import Settings
 from livefeed.errors import InvalidRequest, LivefeedError, RateLimited, TooLarge, Unavailable
 from livefeed.events import parse_body
 from livefeed.history import parse_id
+from livefeed.presence import Presence
 from livefeed.types import is_channel
 
 
@@ -50,8 +51,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class Api:
-    def __init__(self, broker: Broker, settings: Settings) -> None:
+    def __init__(self, broker: Broker, presence: Presence, settings: Settings) -> None:
         self._broker = broker
+        self._presence = presence
         self._settings = settings
         self._keys = PublishKeys(
             settings.publish_keys, settings.publish_rate, settings.publish_burst
@@ -72,9 +74,9 @@ class Api:
     async def tool_events(self, request: Request) -> Response:
         tool = request.path_params["tool"]
         try:
-            if not is_channel(tool):
-                raise InvalidRequest("invalid_tool", f"not a tool name: {tool[:70]!r}", "tool")
+            _channel(tool)
             limit = _limit(request.query_params.get("limit"), self._settings.max_history_request)
+
             since_text = request.query_params.get("since")
             since = None
             if since_text is not None:
@@ -95,6 +97,31 @@ class Api:
             media_type="application/json",
         )
 
+    async def tool_presence(self, request: Request) -> Response:
+        tool = request.path_params["tool"]
+        try:
+            [(count, users)] = (await self._presence.states([_channel(tool)])).values()
+        except LivefeedError as exc:
+            return error_response(exc)
+        return json_response({"tool": tool, "count": count, "users": users})
+
+    async def presence(self, request: Request) -> Response:
+        try:
+            text = request.query_params.get("tools", "")
+            tools = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+            if not tools:
+                raise InvalidRequest("invalid_query", "tools: name at least one tool", "tools")
+            if len(tools) > self._settings.max_subscriptions:
+                raise InvalidRequest(
+                    "invalid_query",
+                    f"tools: at most {self._settings.max_subscriptions} at once",
+                    "tools",
+                )
+            states = await self._presence.states([_channel(tool) for tool in tools])
+        except LivefeedError as exc:
+            return error_response(exc)
+        return json_response({"presence": {tool: count for tool, (count, _) in states.items()}})
+
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "ok"})
 
@@ -114,3 +141,9 @@ def _limit(text: str | None, most: int) -> int:
             "invalid_query", f"limit: expected an integer from 1 to {most}", "limit"
         )
     return int(text)
+
+
+def _channel(name: str) -> str:
+    if not is_channel(name):
+        raise InvalidRequest("invalid_tool", f"not a tool name: {name[:70]!r}", "tool")
+    return name

@@ -14,11 +14,10 @@ from collections import deque
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from livefeed.config import Settings
 from livefeed.envelope import Event
-from livefeed.hub import Hub
+from livefeed.history import IdKey
 from livefeed.protocol import CloseCode
-from livefeed.session import Session, SessionSet
+from livefeed.session import Services
 
 log = logging.getLogger("livefeed.ws")
 
@@ -53,8 +52,11 @@ class QueueOutbox:
     def send_event(self, event: Event) -> None:
         self._push(event.text)
 
-    def send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: bytes, kind: str) -> None:
         self._push(frame.decode())
+
+    def position(self, channel: str, key: IdKey) -> None:
+        pass  # WebSocket clients track the ids of the events they receive
 
     def close(self, code: int, reason: str) -> None:
         if self._close is None:
@@ -85,15 +87,14 @@ class QueueOutbox:
                 await self._websocket.close(code, reason)
 
 
-async def serve_websocket(
-    websocket: WebSocket, hub: Hub, settings: Settings, sessions: SessionSet
-) -> None:
-    """Run one connection to its end; ``sessions`` holds it while it is open."""
+async def serve_websocket(websocket: WebSocket, services: Services) -> None:
+    """Run one connection to its end; ``services.sessions`` holds it while it is open."""
+    settings = services.settings
     await websocket.accept()
     outbox = QueueOutbox(websocket, settings.outbox_frames, settings.outbox_bytes)
-    session = Session(hub, settings, outbox)
+    session = services.session(outbox)
     writer = asyncio.create_task(outbox.run(), name=f"ws writer {session.id}")
-    sessions.add(session)
+    services.sessions.add(session)
     try:
         await session.start(websocket.query_params.get("tools"))
         while not outbox.closed:
@@ -115,4 +116,4 @@ async def serve_websocket(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer, timeout=5)
         writer.cancel()
-        sessions.discard(session)
+        services.sessions.discard(session)

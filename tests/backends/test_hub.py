@@ -42,7 +42,8 @@ async def join(
     subscriber.events.extend(page.events)
     subscriber.replayed = len(page.events)
     last = page.events[-1].key if page.events else since
-    subscriber.events.extend(await hub.go_live(tool, subscriber, last))
+    buffered, _ = await hub.go_live(tool, subscriber, last)
+    subscriber.events.extend(buffered)
 
 
 async def publisher(broker: Broker, tool: str, count: int, seed: int) -> list[str]:

@@ -29,7 +29,7 @@ async def test_since_resumes_with_exactly_the_missed_events(server: ServerProces
         "type": "subscribed",
         "tool": tool,
         "ref": "r",
-        "presence": 0,
+        "presence": 1,
         "recovered": True,
     }
     assert [e["id"] for e in await client.events(6)] == ids[4:]

@@ -34,8 +34,8 @@ async def test_subscribe_answers_each_tool_with_its_ref_then_events_flow(server:
     await client.send({"type": "subscribe", "tools": [flask, django], "ref": "1"})
     replies = [await client.expect("subscribed"), await client.expect("subscribed")]
     assert replies == [
-        {"type": "subscribed", "tool": flask, "ref": "1", "presence": 0},
-        {"type": "subscribed", "tool": django, "ref": "1", "presence": 0},
+        {"type": "subscribed", "tool": flask, "ref": "1", "presence": 1},
+        {"type": "subscribed", "tool": django, "ref": "1", "presence": 1},
     ]
     [ids] = [await publish_ok(server.url, story([flask, django], "Both"))]
     first, second = await client.events(2)
@@ -53,8 +53,8 @@ async def test_query_tools_subscribe_at_once_without_history(server: ServerProce
     client = await WsClient.open(server.ws_url, tools=f"{a},{b}")
     await client.welcome()
     assert [await client.expect("subscribed") for _ in range(2)] == [
-        {"type": "subscribed", "tool": a, "presence": 0},
-        {"type": "subscribed", "tool": b, "presence": 0},
+        {"type": "subscribed", "tool": a, "presence": 1},
+        {"type": "subscribed", "tool": b, "presence": 1},
     ]
     await publish_ok(server.url, story([b], "after"))
     [event] = await client.events(1)

@@ -1,0 +1,220 @@
+"""Presence: who watches each tool, across every process, cheaply.
+
+Each process keeps a local tally per tool (subscriptions, and the authenticated
+handles among them). Joins and leaves only touch that tally. Once a second the
+process writes the tools whose tally changed to the :class:`PresenceStore` (one
+batched write, whatever the churn), and every ``REFRESH_EVERY`` seconds it renews
+all its entries; an entry not renewed within ``TTL`` expires, so the viewers of a
+process that died without saying goodbye fade by themselves (habit 8).
+
+Reads merge the store's entries of *other* processes (cached, refreshed at most
+every ``FRESH_FOR`` seconds) with this process's live tally. Once a second the
+tools that have subscribers asking for ``presence`` frames are re-read, and a
+frame is pushed, encoded once, to those subscribers when the state changed: at
+most one frame per second per tool, never one per join.
+
+Non-guarantees: a change made on another process shows here within about two
+seconds (its flush, then our read); counts are per subscription, so one browser
+subscribed twice counts twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
+
+from livefeed import protocol
+from livefeed.brokers.base import PresenceEntries, PresenceStore
+from livefeed.errors import Unavailable
+
+log = logging.getLogger("livefeed.presence")
+
+FLUSH_EVERY = 1.0  # seconds between writes of changed tallies and frame pushes
+REFRESH_EVERY = 5.0  # seconds between renewals of every entry this process owns
+# An entry not renewed within this long expires: a dead process's viewers go within
+# 15-20 s (plus a read cycle), inside the contract's 30 s with room for a slow machine.
+TTL = 20.0
+
+FRESH_FOR = 1.0  # a cached read of other processes' entries is reused this long
+MAX_USERS = 100
+
+State = tuple[int, list[str]]
+
+
+class Watcher(Protocol):
+    def presence_frame(self, tool: str, frame: bytes) -> None:
+        """Queue a ``presence`` frame; never blocks."""
+
+
+class _Tally:
+    __slots__ = ("count", "handles")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.handles: Counter[str] = Counter()
+
+
+class Presence:
+    def __init__(self, store: PresenceStore, clock: Callable[[], float] = time.monotonic) -> None:
+        self.process = secrets.token_hex(8)  # this process's entry name in the store
+        self._store = store
+        self._clock = clock
+        self._local: dict[str, _Tally] = {}
+        self._dirty: set[str] = set()
+        self._others: dict[str, tuple[float, PresenceEntries]] = {}  # tool -> (read at, entries)
+        self._reads: dict[str, asyncio.Future[None]] = {}  # reads in flight, shared
+        self._watchers: dict[str, dict[Watcher, None]] = {}
+        self._pushed: dict[str, State] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # Local tally ---------------------------------------------------------------
+
+    def join(self, tool: str, handle: str | None) -> None:
+        tally = self._local.setdefault(tool, _Tally())
+        tally.count += 1
+        if handle:
+            tally.handles[handle] += 1
+        self._dirty.add(tool)
+
+    def leave(self, tool: str, handle: str | None) -> None:
+        tally = self._local.get(tool)
+        if tally is None:
+            return
+        tally.count -= 1
+        if handle:
+            tally.handles[handle] -= 1
+            if tally.handles[handle] <= 0:
+                del tally.handles[handle]
+        if tally.count <= 0:
+            del self._local[tool]
+        self._dirty.add(tool)
+
+    def watch(self, tool: str, watcher: Watcher) -> None:
+        self._watchers.setdefault(tool, {})[watcher] = None
+
+    def unwatch(self, tool: str, watcher: Watcher) -> None:
+        watchers = self._watchers.get(tool)
+        if watchers is not None:
+            watchers.pop(watcher, None)
+            if not watchers:
+                del self._watchers[tool]
+                self._pushed.pop(tool, None)
+
+    # Reads ---------------------------------------------------------------------
+
+    def _merged(self, tool: str) -> State:
+        count = 0
+        users: set[str] = set()
+        for process, (entry_count, handles) in self._others.get(tool, (0.0, {}))[1].items():
+            if process != self.process:
+                count += entry_count
+                users.update(handles)
+        tally = self._local.get(tool)
+        if tally is not None:
+            count += tally.count
+            users.update(tally.handles)
+        return count, sorted(users)[:MAX_USERS]
+
+    async def _refresh(self, tools: list[str]) -> None:
+        """Re-read other processes' entries for ``tools`` that are not fresh; one read
+        at a time per tool, shared by every caller waiting for it."""
+        now = self._clock()
+        stale = [t for t in tools if now - self._others.get(t, (-1e9, {}))[0] > FRESH_FOR]
+        waiting = [self._reads[t] for t in stale if t in self._reads]
+        wanted = [t for t in stale if t not in self._reads]
+        if wanted:
+            future = asyncio.get_running_loop().create_future()
+            for tool in wanted:
+                self._reads[tool] = future
+            try:
+                entries = await self._store.read(wanted)
+                for tool in wanted:
+                    self._others[tool] = (self._clock(), entries.get(tool, {}))
+                future.set_result(None)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved here, so an unawaited future stays quiet
+                raise
+            finally:
+                for tool in wanted:
+                    self._reads.pop(tool, None)
+        for read in waiting:
+            await read
+
+    async def state(self, tool: str) -> State:
+        """Count and users of ``tool`` across every process. On a store outage, the
+        last known entries of other processes are used."""
+        with contextlib.suppress(Unavailable):
+            await self._refresh([tool])
+        return self._merged(tool)
+
+    async def states(self, tools: list[str]) -> dict[str, State]:
+        """Like :meth:`state` for several tools; raises Unavailable if the store is away."""
+        await self._refresh(tools)
+        return {tool: self._merged(tool) for tool in tools}
+
+    # The heartbeat -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="livefeed presence")
+
+    async def _run(self) -> None:
+        last_refresh = self._clock()
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            try:
+                renew = self._clock() - last_refresh >= REFRESH_EVERY
+                await self._flush(renew)
+                if renew:
+                    last_refresh = self._clock()
+                await self._push()
+            except Unavailable as exc:
+                log.debug("presence heartbeat skipped: %s", exc)
+            except Exception:  # a bug here must not stop presence for good
+                log.exception("presence heartbeat failed")
+
+    async def _flush(self, renew: bool) -> None:
+        tools = set(self._local) if renew else set()
+        tools |= self._dirty
+        if not tools:
+            return
+        entries: PresenceEntries = {}
+        for tool in tools:
+            tally = self._local.get(tool)
+            if tally is None:
+                entries[tool] = (0, ())
+            else:
+                entries[tool] = (tally.count, tuple(sorted(tally.handles))[:MAX_USERS])
+        flushed = set(self._dirty)
+        await self._store.write(self.process, entries, TTL)
+        self._dirty -= flushed
+
+    async def _push(self) -> None:
+        tools = list(self._watchers)
+        if not tools:
+            return
+        await self._refresh(tools)
+        for tool in tools:
+            state = self._merged(tool)
+            if self._pushed.get(tool) == state:
+                continue
+            self._pushed[tool] = state
+            frame = protocol.presence(tool, state[0], state[1])
+            for watcher in list(self._watchers.get(tool, ())):
+                watcher.presence_frame(tool, frame)
+
+    async def close(self) -> None:
+        """Stop the heartbeat and withdraw this process's entries."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        withdrawn: PresenceEntries = {t: (0, ()) for t in set(self._local) | self._dirty}
+        with contextlib.suppress(Unavailable):
+            await self._store.write(self.process, withdrawn, TTL)

@@ -1,0 +1,185 @@
+"""``GET /sse``: Server-Sent Events, the same sessions as WebSocket in another framing.
+
+Each event is ``event: <kind>``, ``id: <cursor>``, ``data: <envelope>``. The cursor
+covers every channel of the stream (``flask:1764-0,*:1765-3``), so a browser's
+``Last-Event-ID`` resumes all of them with no loss and no repeats; it advances on
+events and, without an event, with an ``id:``-only message once each subscription
+is live (which sets the browser's last id without dispatching anything). A comment
+line goes out whenever the stream has been quiet for ``sse_keepalive`` seconds (15).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from livefeed import protocol
+from livefeed.envelope import Event
+from livefeed.errors import InvalidRequest, LivefeedError
+from livefeed.history import IdKey, decode_cursor, encode_cursor, format_id
+from livefeed.protocol import CloseCode
+from livefeed.session import Services
+from livefeed.transports.api import error_response
+from livefeed.types import is_channel
+
+log = logging.getLogger("livefeed.sse")
+
+RETRY_MS = 2000  # the browser's reconnect delay, sent once at the start
+_FORWARDED = {"presence", "subscribed"}  # control frames SSE clients get as named events
+
+
+class SseOutbox:
+    """A bounded queue of SSE messages, drained by the response body."""
+
+    def __init__(
+        self, max_frames: int, max_bytes: int, cursor: dict[str, str], keepalive: float
+    ) -> None:
+        self._keepalive = keepalive  # seconds of silence before a comment (proxies cut idle)
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
+        self._positions = dict(cursor)  # channel -> last id the client holds
+        self._queue: deque[bytes] = deque()
+        self._bytes = 0
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _push(self, chunk: bytes) -> None:
+        if self._closed:
+            return
+        self._queue.append(chunk)
+        self._bytes += len(chunk)
+        if len(self._queue) >= self._max_frames or self._bytes >= self._max_bytes:
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+            return
+        self._wake.set()
+
+    def _cursor(self) -> bytes:
+        return encode_cursor(self._positions).encode()
+
+    def send_event(self, event: Event) -> None:
+        self._positions[event.channel] = event.id
+        self._push(
+            b"event: "
+            + event.kind.encode()
+            + b"\nid: "
+            + self._cursor()
+            + b"\ndata: "
+            + event.payload
+            + b"\n\n"
+        )
+
+    def send_frame(self, frame: bytes, kind: str) -> None:
+        if kind in _FORWARDED:
+            self._push(b"event: " + kind.encode() + b"\ndata: " + frame + b"\n\n")
+
+    def position(self, channel: str, key: IdKey) -> None:
+        self._positions[channel] = format_id(key)
+        self._push(b"id: " + self._cursor() + b"\n\n")
+
+    def close(self, code: int, reason: str) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.clear()
+            self._bytes = 0
+            self._wake.set()
+            self._drained.set()
+
+    async def drain(self, below: int) -> None:
+        while len(self._queue) >= below and not self._closed:
+            self._drained.clear()
+            await self._drained.wait()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        while not self._closed:
+            if not self._queue:
+                self._drained.set()
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._keepalive)
+                except TimeoutError:
+                    yield b": keepalive\n\n"
+                    continue
+            if self._queue:
+                batch = b"".join(self._queue)  # coalesce what piled up into one write
+                self._queue.clear()
+                self._bytes = 0
+                yield batch
+
+
+def _subscribe_frame(request: Request, max_subscriptions: int) -> protocol.Subscribe:
+    """The subscribe an SSE URL stands for; raises InvalidRequest (400) when malformed."""
+    params = request.query_params
+    tools = tuple(dict.fromkeys(t.strip() for t in params.get("tools", "").split(",") if t))
+    if not tools:
+        raise InvalidRequest("invalid_query", "tools: name at least one tool", "tools")
+    bad = [tool for tool in tools if not is_channel(tool)]
+    if bad:
+        raise InvalidRequest("invalid_tool", f"not a tool name: {bad[0][:70]!r}", "tools")
+    if len(tools) > max_subscriptions:
+        raise InvalidRequest(
+            "too_many_subscriptions", f"at most {max_subscriptions} tools per stream", "tools"
+        )
+    history_text = params.get("history", "0")
+    if not history_text.isdigit() or int(history_text) > protocol.MAX_HISTORY:
+        raise InvalidRequest(
+            "invalid_query", f"history: expected 0 to {protocol.MAX_HISTORY}", "history"
+        )
+    presence = params.get("presence", "0").lower() in {"1", "true", "yes", "on"}
+    since = {
+        channel: event_id for channel, event_id in _cursor(request).items() if channel in tools
+    }
+    return protocol.Subscribe(tools, int(history_text), since, presence)
+
+
+def _cursor(request: Request) -> dict[str, str]:
+    """The resume cursor from ``Last-Event-ID`` (or ``?last_event_id=``). A malformed one
+    is ignored rather than refused: an error status would stop EventSource for good."""
+    text = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if not text:
+        return {}
+    try:
+        return decode_cursor(text)
+    except ValueError:
+        log.info("ignored a malformed Last-Event-ID: %.100r", text)
+        return {}
+
+
+async def serve_sse(request: Request, services: Services) -> Response:
+    settings = services.settings
+    try:
+        frame = _subscribe_frame(request, settings.max_subscriptions)
+    except LivefeedError as exc:
+        return error_response(exc)
+    outbox = SseOutbox(
+        settings.outbox_frames, settings.outbox_bytes, frame.since, settings.sse_keepalive
+    )
+
+    session = services.session(outbox)
+    services.sessions.add(session)
+
+    async def body() -> AsyncIterator[bytes]:
+        subscribing = asyncio.create_task(session.subscribe(frame), name=f"sse {session.id}")
+        try:
+            async for chunk in outbox.chunks():
+                yield chunk
+        finally:
+            subscribing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await subscribing
+            session.end()
+            services.sessions.discard(session)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

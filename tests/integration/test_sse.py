@@ -1,0 +1,123 @@
+"""Server-Sent Events: framing, history, presence, keepalive, Last-Event-ID resume."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import StartServer
+from tests.support.clients import WsClient, publish_ok, story, unique_tool
+from tests.support.server import ServerProcess
+from tests.support.sse import SseStream, open_sse
+from tests.support.timing import TIMEOUT
+
+
+async def stream(
+    http: httpx.AsyncClient, server: ServerProcess, query: str, last_event_id: str | None = None
+) -> SseStream:
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else None
+    sse = await open_sse(http, f"{server.url}/sse?{query}", headers)
+    assert sse.response.status_code == 200
+    return sse
+
+
+async def live(sse: SseStream, count: int = 1) -> None:
+    """Wait until ``count`` subscriptions are live (each sends ``subscribed``)."""
+    for _ in range(count):
+        await sse.wait_for("subscribed")
+
+
+async def test_events_arrive_as_named_sse_messages_with_a_cursor(server: ServerProcess):
+    a = unique_tool()
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        sse = await stream(http, server, f"tools={a}")
+        assert sse.response.headers["content-type"].startswith("text/event-stream")
+        assert sse.response.headers["cache-control"] == "no-cache"
+        assert (await sse.next()).data == "" and sse.messages == []  # the retry: line
+        await live(sse)
+        [ids] = [await publish_ok(server.url, story([a], "over sse"))]
+        while (message := await sse.next()).event != "story":
+            assert message.event in {"message", "subscribed"}
+        envelope = message.json()
+        assert envelope["id"] == ids[0]["id"] and envelope["data"]["title"] == "over sse"
+        assert message.id == f"{a}:{ids[0]['id']}"
+        await sse.response.aclose()
+
+
+async def test_history_and_an_invalid_request(server: ServerProcess):
+    a = unique_tool()
+    ids = [(await publish_ok(server.url, story([a], f"h{i}")))[0]["id"] for i in range(4)]
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        sse = await stream(http, server, f"tools={a}&history=2")
+        assert [e["id"] for e in await sse.events(2)] == ids[2:]
+        await sse.response.aclose()
+        for query, code in [
+            ("tools=Bad%20Tool", "invalid_tool"),
+            ("", "invalid_query"),
+            (f"tools={a}&history=101", "invalid_query"),
+        ]:
+            response = await http.get(f"{server.url}/sse?{query}")
+            assert response.status_code == 400
+            assert response.json()["error"]["code"] == code
+
+
+async def test_last_event_id_resumes_every_tool_of_the_stream(server: ServerProcess):
+    a, b = unique_tool(), unique_tool()
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        sse = await stream(http, server, f"tools={a},{b}")
+        await live(sse, 2)
+        first = [(await publish_ok(server.url, story([t], "before")))[0]["id"] for t in (a, b)]
+        assert [e["id"] for e in await sse.events(2)] == first
+        cursor = sse.last_event_id
+        assert cursor == f"{a}:{first[0]},{b}:{first[1]}"
+        await sse.response.aclose()
+        missed = [
+            (await publish_ok(server.url, story([t], "while away")))[0]["id"] for t in (b, a, b)
+        ]
+        again = await stream(http, server, f"tools={a},{b}&history=50", last_event_id=cursor)
+        # Each tool resumes after its own cursor, tools in the stream's order: exactly
+        # the missed events, none of those seen before, none twice.
+        resumed = await again.events(3)
+        assert [e["id"] for e in resumed] == [missed[1], missed[0], missed[2]]
+
+        [later] = await publish_ok(server.url, story([a], "live again"))
+        assert (await again.events(1))[0]["id"] == later["id"]
+        await again.response.aclose()
+
+
+async def test_a_subscription_with_no_events_yet_still_gets_a_cursor(server: ServerProcess):
+    a = unique_tool()
+    await publish_ok(server.url, story([a], "old"))
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        sse = await stream(http, server, f"tools={a}")
+        await live(sse)
+        position = await sse.next()
+        assert position.event == "message" and position.data == "" and position.id
+        await sse.response.aclose()
+        [missed] = await publish_ok(server.url, story([a], "missed"))
+        again = await stream(http, server, f"tools={a}", last_event_id=sse.last_event_id)
+        assert (await again.events(1))[0]["id"] == missed["id"]
+        await again.response.aclose()
+
+
+async def test_presence_frames_when_asked(server: ServerProcess):
+    a = unique_tool()
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        sse = await stream(http, server, f"tools={a}&presence=1")
+        subscribed = (await sse.wait_for("subscribed")).json()
+        assert subscribed["presence"] == 1
+        ws = await WsClient.open(server.ws_url, tools=a)
+        while (frame := (await sse.wait_for("presence")).json())["count"] != 2:
+            pass
+        assert frame == {"type": "presence", "tool": a, "count": 2, "users": []}
+        await ws.close()
+        await sse.response.aclose()
+
+
+async def test_a_quiet_stream_gets_keepalive_comments(start_server: StartServer):
+    server = start_server({"LIVEFEED_SSE_KEEPALIVE": "0.2"})
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        sse = await stream(http, server, "tools=quiet")
+        while not (message := await sse.next()).comment:
+            pass
+        assert message.comment
+        await sse.response.aclose()
