@@ -2,9 +2,12 @@
 
 Each event is ``event: <kind>``, ``id: <cursor>``, ``data: <envelope>``. The cursor
 covers every channel of the stream (``flask:1764-0,*:1765-3``), so a browser's
-``Last-Event-ID`` resumes all of them with no loss and no repeats; it advances on
-events and, without an event, with an ``id:``-only message once each subscription
-is live (which sets the browser's last id without dispatching anything). A comment
+``Last-Event-ID`` resumes all of them with no loss and no repeats. It advances on
+events and, once each subscription is live, with an ``event: position`` message
+(``{"type": "position", "tool", "id"}``), so that a tool with no event yet still
+resumes from where the stream started. ``subscribed`` and ``presence`` frames come
+as events of those names. A comment
+
 line goes out whenever the stream has been quiet for ``sse_keepalive`` seconds (15).
 """
 
@@ -16,6 +19,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -85,7 +89,8 @@ class SseOutbox:
 
     def position(self, channel: str, key: IdKey) -> None:
         self._positions[channel] = format_id(key)
-        self._push(b"id: " + self._cursor() + b"\n\n")
+        data = orjson.dumps({"type": "position", "tool": channel, "id": self._positions[channel]})
+        self._push(b"event: position\nid: " + self._cursor() + b"\ndata: " + data + b"\n\n")
 
     def close(self, code: int, reason: str) -> None:
         if not self._closed:

@@ -36,7 +36,8 @@ async def test_events_arrive_as_named_sse_messages_with_a_cursor(server: ServerP
         await live(sse)
         [ids] = [await publish_ok(server.url, story([a], "over sse"))]
         while (message := await sse.next()).event != "story":
-            assert message.event in {"message", "subscribed"}
+            assert message.event in {"message", "subscribed", "position"}
+
         envelope = message.json()
         assert envelope["id"] == ids[0]["id"] and envelope["data"]["title"] == "over sse"
         assert message.id == f"{a}:{ids[0]['id']}"
@@ -91,7 +92,8 @@ async def test_a_subscription_with_no_events_yet_still_gets_a_cursor(server: Ser
         sse = await stream(http, server, f"tools={a}")
         await live(sse)
         position = await sse.next()
-        assert position.event == "message" and position.data == "" and position.id
+        assert position.event == "position" and position.id
+        assert position.json()["tool"] == a and position.id == f"{a}:{position.json()['id']}"
         await sse.response.aclose()
         [missed] = await publish_ok(server.url, story([a], "missed"))
         again = await stream(http, server, f"tools={a}", last_event_id=sse.last_event_id)

@@ -54,39 +54,46 @@ class ServerProcess:
         except OSError:
             return 0
 
+    def _spawn(self, ready_path: str) -> bool:
+        """Start the process on ``self.port``; whether it came up (else it exited)."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "livefeed",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    *self.args,
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        process = self.process
+        wait_until(
+            lambda: process.poll() is not None or self._get(ready_path) == 200,
+            what=f"livefeed serve on {self.port}",
+        )
+        return process.poll() is None
+
     def start(self, ready_path: str = "/healthz") -> ServerProcess:
         for _attempt in range(3):  # the free port may be taken between choosing and binding
             self.port = free_port()
-            with self.log_path.open("ab") as log:
-                self.process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "livefeed",
-                        "serve",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(self.port),
-                        *self.args,
-                    ],
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            process = self.process
-            wait_until(
-                lambda process=process: (
-                    process.poll() is not None  # type: ignore[misc]
-                    or self._get(ready_path) == 200
-                ),
-                what=f"livefeed serve on {self.port}",
-            )
-            if process.poll() is None:
+            if self._spawn(ready_path):
                 return self
             if "address already in use" not in self.log():
                 break
         raise RuntimeError(f"livefeed serve did not start:\n{self.log()}")
+
+    def restart(self) -> None:
+        """Stop (SIGTERM) and start again on the same port, as a deploy would."""
+        self.terminate()
+        if not self._spawn("/healthz"):
+            raise RuntimeError(f"livefeed serve did not restart:\n{self.log()}")
 
     def terminate(self, timeout: float = TIMEOUT) -> int:
         """SIGTERM and wait; returns the exit code."""
