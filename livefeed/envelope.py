@@ -14,6 +14,7 @@ from __future__ import annotations
 import orjson
 
 from livefeed.history import parse_id
+from livefeed.protocol import ws_text_frame
 from livefeed.types import FIREHOSE, EventId, ToolSlug
 
 
@@ -54,6 +55,13 @@ class Event:
         self.payload = envelope(tool, event_id, tail, channel)
         self._text: str | None = None
         self._ws_frame: bytes | None = None
+
+    @property
+    def ws_frame(self) -> bytes:
+        """The envelope as a complete WebSocket text frame (encoded once)."""
+        if self._ws_frame is None:
+            self._ws_frame = ws_text_frame(self.payload)
+        return self._ws_frame
 
     @property
     def text(self) -> str:

@@ -216,3 +216,19 @@ def error(code: ErrorCode, message: str, ref: Any = None, tool: str | None = Non
 
 def presence(tool: str, count: int, users: list[str]) -> bytes:
     return orjson.dumps({"type": "presence", "tool": tool, "count": count, "users": users})
+
+
+# WebSocket framing for the server's side. A server-to-client frame is never masked
+# (RFC 6455 5.1), so one encoded frame can be written unchanged to every subscriber.
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """One final, unmasked text frame carrying ``payload`` (UTF-8 JSON)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 65536:
+        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return header + payload

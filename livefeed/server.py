@@ -15,6 +15,7 @@ import uvicorn
 from livefeed import logs
 from livefeed.app import Runtime, create_app
 from livefeed.config import Settings
+from livefeed.transports.direct import DirectWebSocketProtocol
 
 DRAIN_SECONDS = 4.0  # waiting for clients to answer our 1001 close
 GRACE_SECONDS = 4  # then uvicorn's own wait for connections and tasks
@@ -39,7 +40,7 @@ def build(settings: Settings) -> _Server:
         app,
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        ws=DirectWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.heartbeat,
         ws_ping_timeout=2 * settings.heartbeat,

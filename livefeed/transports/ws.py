@@ -18,6 +18,7 @@ from livefeed.envelope import Event
 from livefeed.history import IdKey
 from livefeed.protocol import CloseCode
 from livefeed.session import Services
+from livefeed.transports.direct import EXTENSION, DirectOutbox
 
 log = logging.getLogger("livefeed.ws")
 
@@ -91,9 +92,15 @@ async def serve_websocket(websocket: WebSocket, services: Services) -> None:
     """Run one connection to its end; ``services.sessions`` holds it while it is open."""
     settings = services.settings
     await websocket.accept()
-    outbox = QueueOutbox(websocket, settings.outbox_frames, settings.outbox_bytes)
+    direct = websocket.scope.get("extensions", {}).get(EXTENSION)
+    outbox: QueueOutbox | DirectOutbox
+    if direct is not None:
+        outbox = DirectOutbox(direct, settings.outbox_frames, settings.outbox_bytes)
+        writer = None
+    else:
+        outbox = QueueOutbox(websocket, settings.outbox_frames, settings.outbox_bytes)
+        writer = asyncio.create_task(outbox.run(), name="ws writer")
     session = services.session(outbox)
-    writer = asyncio.create_task(outbox.run(), name=f"ws writer {session.id}")
     services.sessions.add(session)
     try:
         await session.start(websocket.query_params.get("tools"))
@@ -113,7 +120,8 @@ async def serve_websocket(websocket: WebSocket, services: Services) -> None:
     finally:
         session.end()
         outbox.close(CloseCode.NORMAL, "")
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer, timeout=5)
-        writer.cancel()
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, timeout=5)
+            writer.cancel()
         services.sessions.discard(session)

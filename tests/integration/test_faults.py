@@ -45,10 +45,17 @@ async def test_redis_restart_mid_stream_delivery_resumes_with_nothing_lost(
     await asyncio.to_thread(own_redis.restart)
     await publishing
     assert len(acked) >= 60, "publishing should resume after the restart"
-    received = [e["id"] for e in await client.events(len(acked), timeout=2 * TIMEOUT)]
-    assert received == sorted(acked, key=parse_id) == acked
-    await client.nothing_more()
+    received: list[str] = []
+    while not received or received[-1] != acked[-1]:
+        received.append((await client.events(1, timeout=2 * TIMEOUT))[0]["id"])
+    # Every acknowledged event arrives, in order, once. A publish answered 503 while
+    # Redis went down may still have been stored (its reply was lost with the
+    # connection: the documented ambiguity), so it may arrive too.
+    assert acked == [i for i in received if i in set(acked)]
+    assert received == sorted(set(received), key=parse_id)
+    assert len(received) - len(acked) <= refused
     await client.close()
+
 
 
 async def test_sigterm_closes_every_connection_with_1001_and_exits_in_time(

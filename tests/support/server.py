@@ -92,6 +92,11 @@ class ServerProcess:
     def restart(self) -> None:
         """Stop (SIGTERM) and start again on the same port, as a deploy would."""
         self.terminate()
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Start again on the same port after terminate() or kill(): ``restart()`` in
+        two halves, for a test that acts while the server is down."""
         if not self._spawn("/healthz"):
             raise RuntimeError(f"livefeed serve did not restart:\n{self.log()}")
 
