@@ -20,6 +20,7 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from livefeed.envelope import Event
 from livefeed.history import IdKey
@@ -56,7 +57,13 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     @property
     def direct_open(self) -> bool:
-        return self.handshake_complete and not self.close_sent and not self.disconnected
+        """Whether frames may still be sent (neither side has started closing)."""
+        return (
+            self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.conn.state is State.OPEN
+        )
 
     def direct_write(self, data: bytes) -> None:
         self.transport.write(data)

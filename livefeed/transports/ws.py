@@ -118,10 +118,12 @@ async def serve_websocket(websocket: WebSocket, services: Services) -> None:
         log.exception("connection %s failed; closing it with 1011", session.id)
         outbox.close(CloseCode.INTERNAL_ERROR, "internal error")
     finally:
-        session.end()
-        outbox.close(CloseCode.NORMAL, "")
-        if writer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer, timeout=5)
-            writer.cancel()
-        services.sessions.discard(session)
+        try:
+            session.end()
+            outbox.close(CloseCode.NORMAL, "")
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer, timeout=5)
+                writer.cancel()
+        finally:
+            services.sessions.discard(session)

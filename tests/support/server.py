@@ -32,6 +32,7 @@ class ServerProcess:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="livefeed-server-", suffix=".log")[1])
+        self.expect_tracebacks = False
 
     @property
     def url(self) -> str:
@@ -112,10 +113,15 @@ class ServerProcess:
             self.process.wait(timeout=TIMEOUT)
 
     def stop(self) -> None:
+        """SIGTERM and wait; then fail if the server logged an unexpected traceback
+        (a test that provokes one on purpose sets ``expect_tracebacks``)."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=TIMEOUT)
             except subprocess.TimeoutExpired:
                 self.kill()
+        log = self.log()
         self.log_path.unlink(missing_ok=True)
+        if not self.expect_tracebacks and "Traceback" in log:
+            raise AssertionError(f"the server logged a traceback:\n{log[-4000:]}")
