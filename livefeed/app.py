@@ -24,16 +24,18 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from livefeed.auth import Access, origin_allowed
 from livefeed.brokers.memory import MemoryBroker
 from livefeed.brokers.redis import RedisBroker
 from livefeed.config import Settings
 from livefeed.demo import run_demo
+from livefeed.errors import Forbidden
 from livefeed.events import prepare
 from livefeed.hub import Hub
 from livefeed.presence import Presence
 from livefeed.protocol import CloseCode
 from livefeed.session import Services, SessionSet
-from livefeed.transports.api import Api
+from livefeed.transports.api import Api, error_response
 from livefeed.transports.sse import serve_sse
 from livefeed.transports.ws import serve_websocket
 
@@ -68,9 +70,11 @@ class Runtime:
         self.broker = make_broker(settings)
         self.hub = Hub(self.broker, settings.history_size, settings.outbox_frames)
         self.presence = Presence(self.broker)
-        self.api = Api(self.broker, self.presence, settings)
+        self.access = Access(settings.private_tools, settings.secret)
+        self.api = Api(self.broker, self.presence, self.access, settings)
         self.sessions = SessionSet()
-        self.services = Services(self.hub, self.presence, settings, self.sessions)
+        self.services = Services(self.hub, self.presence, self.access, settings, self.sessions)
+
         self._demo: asyncio.Task[int] | None = None
         self._draining = False
 
@@ -121,12 +125,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
     static = static_dir()
 
     async def websocket(ws: WebSocket) -> None:
+        if not origin_allowed(ws.headers.get("origin"), settings.allowed_origins):
+            await ws.close()  # before accepting: the handshake is refused with 403
+            return
         if runtime.draining:
             await ws.close(CloseCode.GOING_AWAY)
             return
         await serve_websocket(ws, runtime.services)
 
     async def sse(request: Request) -> Response:
+        if not origin_allowed(request.headers.get("origin"), settings.allowed_origins):
+            return error_response(Forbidden("this origin may not connect"))
         if runtime.draining:
             return PlainTextResponse("shutting down", 503)
         return await serve_sse(request, runtime.services)
@@ -159,7 +168,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     # Reads are public (private tools check their token per request), so any page may
     # fetch them: the widget runs on other sites. Publishing is not offered to browsers.
-    middleware = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])]
+    origins = list(settings.allowed_origins) or ["*"]
+    middleware = [Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET"])]
+
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 
     app.state.runtime = runtime

@@ -1,4 +1,4 @@
-"""Publish keys and publish rate limits. Pure: the clock is passed in."""
+"""Publish keys and their rate limits; private tools and who may read them. Pure."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import hmac
 
 from livefeed.errors import RateLimited, Unauthorized
 from livefeed.limits import TokenBucket
+from livefeed.tokens import Claims, TokenError, verify
+from livefeed.types import FIREHOSE
 
 
 class PublishKeys:
@@ -44,3 +46,40 @@ class PublishKeys:
             raise RateLimited(
                 f"over the publish rate of {self._rate:g} events/s for this key", retry_after=wait
             )
+
+
+class Access:
+    """Which channels need a token, and whether given claims open them.
+
+    A private tool needs a token listing it (or ``*``). The firehose carries every
+    tool's events, so while any tool is private, the firehose needs a token with
+    ``["*"]``.
+    """
+
+    def __init__(self, private_tools: frozenset[str], secret: str | None) -> None:
+        self._private = private_tools
+        self._secret = secret
+
+    def needs_token(self, channel: str) -> bool:
+        return channel in self._private or (channel == FIREHOSE and bool(self._private))
+
+    def allows(self, claims: Claims | None, channel: str) -> bool:
+        if not self.needs_token(channel):
+            return True
+        if claims is None:
+            return False
+        return FIREHOSE in claims.tools if channel == FIREHOSE else claims.allows(channel)
+
+    def verify(self, token: str, now: float) -> Claims:
+        """Raises TokenExpired or TokenError (also when this server has no secret)."""
+        if not self._secret:
+            raise TokenError("this server verifies no tokens (LIVEFEED_SECRET is unset)")
+        return verify(token, self._secret, now)
+
+
+def origin_allowed(origin: str | None, allowed: tuple[str, ...]) -> bool:
+    """Whether a browser from ``origin`` may connect. No list means any origin; a request
+    without an Origin header is not a browser's cross-site request, so it passes."""
+    if not allowed or origin is None:
+        return True
+    return origin.rstrip("/") in {entry.rstrip("/") for entry in allowed}

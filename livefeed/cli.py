@@ -1,4 +1,4 @@
-"""``livefeed serve | publish | tail | demo``."""
+"""``livefeed serve | publish | tail | token | demo``."""
 
 from __future__ import annotations
 
@@ -141,6 +141,32 @@ def _tail(args: argparse.Namespace) -> int:
         return 130
 
 
+def _add_token(commands: Any) -> None:
+    token = commands.add_parser(
+        "token", help="mint a subscriber token (JWT, HS256) for private tools"
+    )
+    token.add_argument("--sub", required=True, help="the user's handle")
+    token.add_argument("--tools", required=True, help='comma-separated tool slugs, or "*"')
+    token.add_argument("--ttl", type=float, default=3600, help="seconds until it expires")
+    token.add_argument("--secret", default=None, help="signing secret [LIVEFEED_SECRET]")
+
+
+def _token(args: argparse.Namespace) -> int:
+    from livefeed.tokens import TokenError, mint
+
+    secret = args.secret or Settings.from_env().secret
+    if not secret:
+        print("livefeed: give --secret or set LIVEFEED_SECRET", file=sys.stderr)
+        return 2
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    try:
+        print(mint(secret, args.sub, tools, args.ttl))
+    except TokenError as exc:
+        print(f"livefeed: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _add_demo(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="publish a steady stream of realistic stories and activity"
@@ -176,7 +202,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_serve(commands)
     _add_publish(commands)
     _add_tail(commands)
+    _add_token(commands)
     _add_demo(commands)
     args = parser.parse_args(argv)
-    handler = {"serve": _serve, "publish": _publish, "tail": _tail, "demo": _demo}
+    handler = {
+        "serve": _serve,
+        "publish": _publish,
+        "tail": _tail,
+        "token": _token,
+        "demo": _demo,
+    }
+
     return handler[args.command](args)

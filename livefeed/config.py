@@ -186,6 +186,12 @@ class Settings:
     def check(self) -> None:
         if self.private_tools and not self.secret:
             raise ConfigError("LIVEFEED_PRIVATE_TOOLS needs LIVEFEED_SECRET to verify tokens")
+        if self.secret is not None and len(self.secret.encode()) < 32:
+            raise ConfigError(
+                "LIVEFEED_SECRET must be at least 32 bytes: HS256 keys shorter than the "
+                "hash are guessable (RFC 7518 3.2)"
+            )
+
         if self.publish_burst < self.max_batch:
             raise ConfigError(
                 "LIVEFEED_PUBLISH_BURST must be at least LIVEFEED_MAX_BATCH, "

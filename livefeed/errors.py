@@ -8,6 +8,7 @@
     │   ├── InvalidEvent          422 invalid_event (with the offending field)
     │   └── RateLimited           429 rate_limited (with retry_after seconds)
     ├── InvalidRequest            400 invalid_tool / invalid_query (reads, not publishes)
+    ├── InvalidToken              401 unauthorized (a subscriber token that is invalid or expired)
     ├── Forbidden                 403 forbidden (a private tool without a token allowing it)
     └── Unavailable               503 unavailable: the broker is away; nothing was accepted
 
@@ -75,6 +76,11 @@ class InvalidRequest(LivefeedError):
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message, field)
         self.code = code  # type: ignore[misc]  # invalid_tool or invalid_query
+
+
+class InvalidToken(LivefeedError):
+    code = "unauthorized"
+    status = 401
 
 
 class Forbidden(LivefeedError):

@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
 import orjson
+
+_SECRETS = re.compile(r"(token=)[^&\s\"']+|(Bearer\s+)[^\s\"']+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Hide subscriber tokens and publish keys wherever a line would carry them
+    (query strings in access logs, Authorization values)."""
+    return _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", text)
+
+
+class RedactSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,6 +45,8 @@ def configure(level: str = "info", json: bool = False) -> dict[str, Any]:
     handler = logging.StreamHandler(sys.stderr)
     plain = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler.setFormatter(JsonFormatter() if json else plain)
+    handler.addFilter(RedactSecrets())
+
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -232,3 +232,9 @@ def ws_text_frame(payload: bytes) -> bytes:
     else:
         header = bytes((0x81, 127)) + length.to_bytes(8, "big")
     return header + payload
+
+
+def authenticated(sub: str, exp: float, ref: Any) -> bytes:
+    """The reply to a successful ``auth`` frame (an extension: the contract leaves the
+    success case silent)."""
+    return _encode({"type": "authenticated", "sub": sub, "exp": exp}, ref)

@@ -49,7 +49,7 @@ def build(settings: Settings) -> _Server:
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=GRACE_SECONDS,
         log_config=log_config,
-        access_log=False,
+        access_log=True,  # with tokens redacted, see livefeed.logs
         server_header=False,
     )
     return _Server(config, app.state.runtime)

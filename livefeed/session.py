@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from livefeed import protocol
+from livefeed.auth import Access
 from livefeed.config import Settings
 from livefeed.envelope import Event
 from livefeed.history import IdKey, parse_id
@@ -26,6 +27,7 @@ from livefeed.hub import Hub
 from livefeed.limits import FrameRateLimit
 from livefeed.presence import Presence
 from livefeed.protocol import CloseCode, ErrorCode, FrameError
+from livefeed.tokens import Claims, TokenError, TokenExpired
 from livefeed.types import is_channel
 
 log = logging.getLogger("livefeed.session")
@@ -69,20 +71,30 @@ class Session:
         self,
         hub: Hub,
         presence: Presence,
+        access: Access,
         settings: Settings,
         outbox: Outbox,
-        handle: str | None = None,
+        claims: Claims | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = secrets.token_hex(8)
-        self.handle = handle  # the authenticated user's handle, for presence users
         self._hub = hub
         self._presence = presence
+        self._access = access
         self._settings = settings
         self._outbox = outbox
         self._clock = clock
         self._rate = FrameRateLimit(settings.frame_rate, settings.frame_burst, clock())
         self._subscriptions: dict[str, _Subscription] = {}
+        self._claims: Claims | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # closes with 4001 at the token's exp
+        if claims is not None:
+            self._set_claims(claims)
+
+    @property
+    def handle(self) -> str | None:
+        """The authenticated user's handle (presence lists it), if any."""
+        return self._claims.sub if self._claims is not None else None
 
     # Hub and presence side -----------------------------------------------------
 
@@ -99,9 +111,15 @@ class Session:
 
     # Client side ---------------------------------------------------------------
 
-    async def start(self, query_tools: str | None) -> None:
-        """Send ``welcome``, then subscribe to ``?tools=`` as a history-less subscribe."""
+    async def start(self, query_tools: str | None, token: str | None = None) -> None:
+        """Send ``welcome``, check ``?token=``, then subscribe to ``?tools=`` as a
+        history-less subscribe would."""
         self._outbox.send_frame(protocol.welcome(self.id, self._settings.heartbeat), "welcome")
+        if token:
+            self.authenticate(token, None)
+            if self._outbox.closed:  # an expired token closed the connection
+                return
+
         if query_tools:
             tools = tuple(dict.fromkeys(t.strip() for t in query_tools.split(",") if t.strip()))
             await self.subscribe(protocol.Subscribe(tools))
@@ -131,18 +149,54 @@ class Session:
             self._unsubscribe(frame)
         elif isinstance(frame, protocol.Ping):
             self._outbox.send_frame(protocol.pong(frame.ref), "pong")
-        else:
-            self._error(
-                ErrorCode.UNAUTHORIZED,
-                "this server verifies no tokens (LIVEFEED_SECRET unset)",
-                frame.ref,
+        elif self.authenticate(frame.token, frame.ref):
+            assert self._claims is not None
+            self._outbox.send_frame(
+                protocol.authenticated(self._claims.sub, self._claims.exp, frame.ref),
+                "authenticated",
             )
+
+    # Tokens --------------------------------------------------------------------
+
+    def authenticate(self, token: str, ref: Any) -> bool:
+        """Adopt a token's claims. An expired token closes with 4001; an invalid one
+        gets ``unauthorized`` and changes nothing."""
+        try:
+            claims = self._access.verify(token, time.time())
+        except TokenExpired:
+            self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+            return False
+        except TokenError as exc:
+            self._error(ErrorCode.UNAUTHORIZED, str(exc), ref)
+            return False
+        self._set_claims(claims)
+        for tool in [t for t in self._subscriptions if not self._access.allows(claims, t)]:
+            self._drop(tool)
+            self._error(ErrorCode.FORBIDDEN, "the new token does not allow this tool", ref, tool)
+        return True
+
+    def _set_claims(self, claims: Claims) -> None:
+        old_handle = self.handle
+        self._claims = claims
+        if claims.sub != old_handle:  # presence lists the new handle from now on
+            for tool, subscription in self._subscriptions.items():
+                if subscription.counted:
+                    self._presence.leave(tool, old_handle)
+                    self._presence.join(tool, claims.sub)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        delay = max(0.0, claims.exp - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(
+            delay, self.close, CloseCode.TOKEN_EXPIRED, "token expired"
+        )
 
     def handle_binary(self) -> None:
         self._error(ErrorCode.BAD_FRAME, "frames are JSON text, not binary")
 
     def end(self) -> None:
         """The connection is gone: leave every channel and the presence tally."""
+        if self._expiry is not None:
+            self._expiry.cancel()
         for name in list(self._subscriptions):
             self._drop(name)
 
@@ -157,6 +211,14 @@ class Session:
         """Whether ``tool`` may be subscribed; answers the client when it may not."""
         if not is_channel(tool):
             self._error(ErrorCode.INVALID_TOOL, f"not a tool name: {tool[:70]!r}", ref, tool[:70])
+            return False
+        if not self._access.allows(self._claims, tool):
+            self._error(
+                ErrorCode.FORBIDDEN,
+                "a private tool: subscribe with a token that allows it",
+                ref,
+                tool,
+            )
             return False
         if taken >= self._settings.max_subscriptions:
             self._error(
@@ -272,8 +334,9 @@ class Services:
 
     hub: Hub
     presence: Presence
+    access: Access
     settings: Settings
     sessions: SessionSet
 
-    def session(self, outbox: Outbox, handle: str | None = None) -> Session:
-        return Session(self.hub, self.presence, self.settings, outbox, handle)
+    def session(self, outbox: Outbox, claims: Claims | None = None) -> Session:
+        return Session(self.hub, self.presence, self.access, self.settings, outbox, claims)

@@ -13,13 +13,22 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from livefeed.auth import PublishKeys
+from livefeed.auth import Access, PublishKeys
 from livefeed.brokers.base import Broker
 from livefeed.config import Settings
-from livefeed.errors import InvalidRequest, LivefeedError, RateLimited, TooLarge, Unavailable
+from livefeed.errors import (
+    Forbidden,
+    InvalidRequest,
+    InvalidToken,
+    LivefeedError,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+)
 from livefeed.events import parse_body
 from livefeed.history import parse_id
 from livefeed.presence import Presence
+from livefeed.tokens import Claims, TokenError
 from livefeed.types import is_channel
 
 
@@ -51,9 +60,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class Api:
-    def __init__(self, broker: Broker, presence: Presence, settings: Settings) -> None:
+    def __init__(
+        self, broker: Broker, presence: Presence, access: Access, settings: Settings
+    ) -> None:
         self._broker = broker
         self._presence = presence
+        self._access = access
         self._settings = settings
         self._keys = PublishKeys(
             settings.publish_keys, settings.publish_rate, settings.publish_burst
@@ -74,7 +86,7 @@ class Api:
     async def tool_events(self, request: Request) -> Response:
         tool = request.path_params["tool"]
         try:
-            _channel(tool)
+            self._readable(request, [_channel(tool)])
             limit = _limit(request.query_params.get("limit"), self._settings.max_history_request)
 
             since_text = request.query_params.get("since")
@@ -100,7 +112,8 @@ class Api:
     async def tool_presence(self, request: Request) -> Response:
         tool = request.path_params["tool"]
         try:
-            [(count, users)] = (await self._presence.states([_channel(tool)])).values()
+            self._readable(request, [_channel(tool)])
+            [(count, users)] = (await self._presence.states([tool])).values()
         except LivefeedError as exc:
             return error_response(exc)
         return json_response({"tool": tool, "count": count, "users": users})
@@ -117,12 +130,25 @@ class Api:
                     f"tools: at most {self._settings.max_subscriptions} at once",
                     "tools",
                 )
-            states = await self._presence.states([_channel(tool) for tool in tools])
+            self._readable(request, [_channel(tool) for tool in tools])
+            states = await self._presence.states(tools)
         except LivefeedError as exc:
             return error_response(exc)
         return json_response({"presence": {tool: count for tool, (count, _) in states.items()}})
 
+    def _readable(self, request: Request, channels: list[str]) -> None:
+        """Raise unless every channel may be read with the request's token, if any
+        (``?token=`` or ``Authorization: Bearer``)."""
+        private = [channel for channel in channels if self._access.needs_token(channel)]
+        if not private:
+            return
+        claims = request_claims(request, self._access)
+        for channel in private:
+            if not self._access.allows(claims, channel):
+                raise Forbidden(f"{channel!r} is private: send a token that allows it", "tool")
+
     async def healthz(self, request: Request) -> Response:
+
         return json_response({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
@@ -147,3 +173,18 @@ def _channel(name: str) -> str:
     if not is_channel(name):
         raise InvalidRequest("invalid_tool", f"not a tool name: {name[:70]!r}", "tool")
     return name
+
+
+def request_claims(request: Request, access: Access) -> Claims | None:
+    """The claims of the request's token (``?token=`` or ``Authorization: Bearer``),
+    None without one; an invalid or expired token is a 401."""
+    token = request.query_params.get("token")
+    if token is None:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    if token is None:
+        return None
+    try:
+        return access.verify(token, time.time())
+    except TokenError as exc:  # TokenExpired included
+        raise InvalidToken(str(exc)) from None

@@ -25,11 +25,11 @@ from starlette.responses import Response, StreamingResponse
 
 from livefeed import protocol
 from livefeed.envelope import Event
-from livefeed.errors import InvalidRequest, LivefeedError
+from livefeed.errors import Forbidden, InvalidRequest, LivefeedError
 from livefeed.history import IdKey, decode_cursor, encode_cursor, format_id
 from livefeed.protocol import CloseCode
 from livefeed.session import Services
-from livefeed.transports.api import error_response
+from livefeed.transports.api import error_response, request_claims
 from livefeed.types import is_channel
 
 log = logging.getLogger("livefeed.sse")
@@ -165,13 +165,17 @@ async def serve_sse(request: Request, services: Services) -> Response:
     settings = services.settings
     try:
         frame = _subscribe_frame(request, settings.max_subscriptions)
+        claims = request_claims(request, services.access)
+        for tool in frame.tools:
+            if not services.access.allows(claims, tool):
+                raise Forbidden(f"{tool!r} is private: send a token that allows it", "tools")
     except LivefeedError as exc:
         return error_response(exc)
     outbox = SseOutbox(
         settings.outbox_frames, settings.outbox_bytes, frame.since, settings.sse_keepalive
     )
+    session = services.session(outbox, claims)
 
-    session = services.session(outbox)
     services.sessions.add(session)
 
     async def body() -> AsyncIterator[bytes]:

@@ -103,7 +103,9 @@ async def serve_websocket(websocket: WebSocket, services: Services) -> None:
     session = services.session(outbox)
     services.sessions.add(session)
     try:
-        await session.start(websocket.query_params.get("tools"))
+        query = websocket.query_params
+        await session.start(query.get("tools"), query.get("token"))
+
         while not outbox.closed:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":

@@ -28,9 +28,15 @@ class WsClient:
         self.connection = connection
 
     @classmethod
-    async def open(cls, ws_url: str, **query: str) -> WsClient:
+    async def open(
+        cls, ws_url: str, additional_headers: dict[str, str] | None = None, **query: str
+    ) -> WsClient:
         url = f"{ws_url}?{urlencode(query)}" if query else ws_url
-        return cls(await connect(url, max_size=None, open_timeout=TIMEOUT))
+        return cls(
+            await connect(
+                url, max_size=None, open_timeout=TIMEOUT, additional_headers=additional_headers
+            )
+        )
 
     async def send(self, frame: dict[str, Any] | str | bytes) -> None:
         if isinstance(frame, dict):

@@ -21,7 +21,7 @@ def test_environment_names_and_flags():
         "PORT": "9000",
         "LIVEFEED_PUBLISH_KEYS": "k1, k2,",
         "LIVEFEED_PRIVATE_TOOLS": "flask",
-        "LIVEFEED_SECRET": "s",
+        "LIVEFEED_SECRET": "s" * 32,
         "LIVEFEED_ALLOWED_ORIGINS": "https://a.example,https://b.example",
         "LIVEFEED_DEMO": "yes",
     }
@@ -57,3 +57,9 @@ def test_bad_values_name_the_variable(env: dict[str, str], names: str):
 def test_every_setting_maps_to_a_field():
     fields = set(Settings.__dataclass_fields__)
     assert {s.field for s in SETTINGS} <= fields
+
+
+def test_a_short_secret_is_refused():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"LIVEFEED_SECRET": "short"})
+    assert "32 bytes" in str(caught.value)
