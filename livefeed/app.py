@@ -35,7 +35,7 @@ from livefeed.hub import Hub
 from livefeed.presence import Presence
 from livefeed.protocol import CloseCode
 from livefeed.session import Services, SessionSet
-from livefeed.transports.api import Api, error_response
+from livefeed.transports.api import Api, count_published, error_response
 from livefeed.transports.sse import serve_sse
 from livefeed.transports.ws import serve_websocket
 
@@ -88,7 +88,10 @@ class Runtime:
         log.info("livefeed ready: broker=%s", "redis" if self.settings.redis_url else "embedded")
 
     async def _publish_demo(self, request: dict[str, Any]) -> object:
-        return await self.broker.publish(prepare(request), time.time())
+        batch = prepare(request)
+        published = await self.broker.publish(batch, time.time())
+        count_published(batch)
+        return published
 
     async def drain(self, deadline: float) -> None:
         """Close every connection with 1001 and wait for them, up to ``deadline`` seconds."""
@@ -158,6 +161,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/", index),
         Route("/healthz", runtime.api.healthz),
         Route("/readyz", runtime.api.readyz),
+        Route("/metrics", runtime.api.metrics),
         Route("/api/events", runtime.api.publish, methods=["POST"]),
         Route("/api/tools/{tool}/events", runtime.api.tool_events),
         Route("/api/tools/{tool}/presence", runtime.api.tool_presence),

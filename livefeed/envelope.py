@@ -57,6 +57,12 @@ class Event:
         self._ws_frame: bytes | None = None
 
     @property
+    def ts(self) -> float:
+        """The accept time in the envelope (read on demand, for the latency metric)."""
+        start = self.payload.index(b'"ts":') + 5
+        return float(self.payload[start : self.payload.index(b",", start)])
+
+    @property
     def ws_frame(self) -> bytes:
         """The envelope as a complete WebSocket text frame (encoded once)."""
         if self._ws_frame is None:

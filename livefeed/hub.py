@@ -19,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from livefeed import metrics
 from livefeed.brokers.base import Broker, HistoryPage
 from livefeed.envelope import Event
 from livefeed.errors import Unavailable
 from livefeed.history import IdKey, merge
 from livefeed.protocol import CloseCode
+from livefeed.types import FIREHOSE
 
 log = logging.getLogger("livefeed.hub")
 
@@ -91,6 +94,10 @@ class Hub:
         channel.last_key = event.key
         if channel.waiters:
             self._wake(channel)
+        if channel.live:
+            metrics.DELIVERIES.inc(len(channel.live))
+            if channel.name != FIREHOSE:  # each event once, not again on the firehose
+                metrics.LATENCY.observe(max(0.0, time.time() - event.ts))
         for subscriber in channel.live:
             subscriber.deliver(event)
         if channel.pending:
@@ -205,6 +212,10 @@ class Hub:
     # Broker outages ----------------------------------------------------------
 
     def _on_connection(self, connected: bool) -> None:
+        metrics.BROKER_UP.set(1 if connected else 0)
+        if not connected:
+            metrics.BROKER_OUTAGES.inc()
+
         for channel in self._channels.values():
             if not connected:
                 if channel.held is None:

@@ -238,3 +238,11 @@ def authenticated(sub: str, exp: float, ref: Any) -> bytes:
     """The reply to a successful ``auth`` frame (an extension: the contract leaves the
     success case silent)."""
     return _encode({"type": "authenticated", "sub": sub, "exp": exp}, ref)
+
+
+def close_reason(code: int) -> str:
+    """A metrics label for a close code: ``slow_consumer``, ``token_expired``, ..."""
+    try:
+        return CloseCode(code).name.lower()
+    except ValueError:
+        return str(code)

@@ -33,8 +33,13 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def build(settings: Settings) -> _Server:
-    log_config = logs.configure(settings.log_level, settings.log_json)
+def build(settings: Settings, configure_logging: bool = True) -> _Server:
+    """The uvicorn server ``livefeed serve`` runs (logging set up unless told not to,
+    as when a test runs it inside its own process)."""
+    log_config = (
+        logs.configure(settings.log_level, settings.log_json) if configure_logging else None
+    )
+
     app = create_app(settings)
     config = uvicorn.Config(
         app,

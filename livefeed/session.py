@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from livefeed import protocol
+from livefeed import metrics, protocol
 from livefeed.auth import Access
 from livefeed.config import Settings
 from livefeed.envelope import Event
@@ -75,9 +75,11 @@ class Session:
         settings: Settings,
         outbox: Outbox,
         claims: Claims | None = None,
+        transport: str = "websocket",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = secrets.token_hex(8)
+        self._subscription_gauge = metrics.SUBSCRIPTIONS.labels(transport=transport)
         self._hub = hub
         self._presence = presence
         self._access = access
@@ -257,6 +259,7 @@ class Session:
         page = await self._hub.join(tool, self, frame.history, since)
         subscription = self._subscriptions[tool]
         self._presence.join(tool, self.handle)
+        self._subscription_gauge.inc()
         subscription.counted = True
         if subscription.presence:
             self._presence.watch(tool, self)
@@ -297,6 +300,7 @@ class Session:
         self._hub.leave(tool, self)
         if subscription.counted:
             self._presence.leave(tool, self.handle)
+            self._subscription_gauge.dec()
         if subscription.presence:
             self._presence.unwatch(tool, self)
 
@@ -338,5 +342,13 @@ class Services:
     settings: Settings
     sessions: SessionSet
 
-    def session(self, outbox: Outbox, claims: Claims | None = None) -> Session:
-        return Session(self.hub, self.presence, self.access, self.settings, outbox, claims)
+    def session(self, outbox: Outbox, transport: str, claims: Claims | None = None) -> Session:
+        return Session(
+            self.hub, self.presence, self.access, self.settings, outbox, claims, transport
+        )
+
+
+def count_close(code: int) -> None:
+    """Count a connection the server closes (every code but a plain 1000)."""
+    if code != CloseCode.NORMAL:
+        metrics.CLOSED.labels(reason=protocol.close_reason(code)).inc()

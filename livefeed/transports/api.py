@@ -10,9 +10,11 @@ import time
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from livefeed import metrics
 from livefeed.auth import Access, PublishKeys
 from livefeed.brokers.base import Broker
 from livefeed.config import Settings
@@ -25,7 +27,7 @@ from livefeed.errors import (
     TooLarge,
     Unavailable,
 )
-from livefeed.events import parse_body
+from livefeed.events import PreparedBatch, parse_body
 from livefeed.history import parse_id
 from livefeed.presence import Presence
 from livefeed.tokens import Claims, TokenError
@@ -79,9 +81,15 @@ class Api:
             self._keys.charge(key, batch.deliveries, time.monotonic())
             published = await self._broker.publish(batch, time.time())
         except LivefeedError as exc:
+            metrics.PUBLISH_REQUESTS.labels(status=str(exc.status)).inc()
             return error_response(exc)
+        metrics.PUBLISH_REQUESTS.labels(status="202").inc()
+        count_published(batch)
         events = [{"tool": tool, "id": event_id} for pairs in published for tool, event_id in pairs]
         return json_response({"events": events}, 202)
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def tool_events(self, request: Request) -> Response:
         tool = request.path_params["tool"]
@@ -188,3 +196,9 @@ def request_claims(request: Request, access: Access) -> Claims | None:
         return access.verify(token, time.time())
     except TokenError as exc:  # TokenExpired included
         raise InvalidToken(str(exc)) from None
+
+
+def count_published(batch: PreparedBatch) -> None:
+    """Count a batch's tool events by kind once it is stored."""
+    for event in batch.events:
+        metrics.PUBLISHED.labels(kind=event.kind).inc(len(event.tools))

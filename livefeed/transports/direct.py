@@ -17,6 +17,7 @@ connection gets its 4008 close frame and is cut, without waiting on the client.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -25,6 +26,9 @@ from websockets.protocol import State
 from livefeed.envelope import Event
 from livefeed.history import IdKey
 from livefeed.protocol import CloseCode, ws_text_frame
+from livefeed.session import count_close
+
+log = logging.getLogger("livefeed.ws")
 
 EXTENSION = "livefeed.direct"
 ABORT_AFTER = 5.0  # seconds a closed connection may take to answer our close frame
@@ -45,7 +49,25 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if getattr(self, "scope", None) is not None and not self.conn.extensions:
             self.scope["extensions"][EXTENSION] = self  # type: ignore[assignment]
 
+    def send_receive_event_to_app(self) -> None:
+        # uvicorn logs a client's invalid UTF-8 as an error with a traceback; it is bad
+        # input, not a server fault: close with 1007 (RFC 6455 8.1) and note it quietly.
+        if self.close_sent or self.conn.state is not State.OPEN:
+            self.frames = []  # frames that came after a close: nothing more to do
+            return
+        if self.curr_msg_data_type == "text":
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError:
+                log.info("closed a connection that sent invalid UTF-8 (1007)")
+                self.frames = []
+                self.conn.send_close(1007, "invalid UTF-8 in a text frame")
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
+
     def pause_writing(self) -> None:
+
         super().pause_writing()
         self.direct_paused = True
 
@@ -137,6 +159,7 @@ class DirectOutbox:
     def close(self, code: int, reason: str) -> None:
         if not self._closed:
             self._closed = True
+            count_close(code)
             self._waiting, self._waiting_bytes = [], 0
             self._drained.set()
             self._protocol.on_resume = None

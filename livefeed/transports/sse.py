@@ -23,12 +23,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from livefeed import protocol
+from livefeed import metrics, protocol
 from livefeed.envelope import Event
 from livefeed.errors import Forbidden, InvalidRequest, LivefeedError
 from livefeed.history import IdKey, decode_cursor, encode_cursor, format_id
 from livefeed.protocol import CloseCode
-from livefeed.session import Services
+from livefeed.session import Services, count_close
 from livefeed.transports.api import error_response, request_claims
 from livefeed.types import is_channel
 
@@ -95,6 +95,7 @@ class SseOutbox:
     def close(self, code: int, reason: str) -> None:
         if not self._closed:
             self._closed = True
+            count_close(code)
             self._queue.clear()
             self._bytes = 0
             self._wake.set()
@@ -174,9 +175,10 @@ async def serve_sse(request: Request, services: Services) -> Response:
     outbox = SseOutbox(
         settings.outbox_frames, settings.outbox_bytes, frame.since, settings.sse_keepalive
     )
-    session = services.session(outbox, claims)
-
+    session = services.session(outbox, "sse", claims)
     services.sessions.add(session)
+    connections = metrics.CONNECTIONS.labels(transport="sse")
+    connections.inc()
 
     async def body() -> AsyncIterator[bytes]:
         subscribing = asyncio.create_task(session.subscribe(frame), name=f"sse {session.id}")
@@ -189,6 +191,7 @@ async def serve_sse(request: Request, services: Services) -> Response:
                 await subscribing
             session.end()
             services.sessions.discard(session)
+            connections.dec()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

@@ -14,10 +14,11 @@ from collections import deque
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from livefeed import metrics
 from livefeed.envelope import Event
 from livefeed.history import IdKey
 from livefeed.protocol import CloseCode
-from livefeed.session import Services
+from livefeed.session import Services, count_close
 from livefeed.transports.direct import EXTENSION, DirectOutbox
 
 log = logging.getLogger("livefeed.ws")
@@ -62,6 +63,7 @@ class QueueOutbox:
     def close(self, code: int, reason: str) -> None:
         if self._close is None:
             self._close = (code, reason)
+            count_close(code)
             self._queue.clear()
             self._bytes = 0
             self._wake.set()
@@ -100,7 +102,9 @@ async def serve_websocket(websocket: WebSocket, services: Services) -> None:
     else:
         outbox = QueueOutbox(websocket, settings.outbox_frames, settings.outbox_bytes)
         writer = asyncio.create_task(outbox.run(), name="ws writer")
-    session = services.session(outbox)
+    session = services.session(outbox, "websocket")
+    connections = metrics.CONNECTIONS.labels(transport="websocket")
+    connections.inc()
     services.sessions.add(session)
     try:
         query = websocket.query_params
@@ -129,3 +133,4 @@ async def serve_websocket(websocket: WebSocket, services: Services) -> None:
                 writer.cancel()
         finally:
             services.sessions.discard(session)
+            connections.dec()

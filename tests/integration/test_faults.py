@@ -10,7 +10,7 @@ import httpx
 
 from livefeed.history import parse_id
 from tests.conftest import StartServer, redis_env
-from tests.support.clients import WsClient, publish, story, unique_tool
+from tests.support.clients import WsClient, publish, publish_ok, story, unique_tool
 from tests.support.redis_server import RedisServer
 from tests.support.timing import TIMEOUT, async_wait_until
 
@@ -57,7 +57,6 @@ async def test_redis_restart_mid_stream_delivery_resumes_with_nothing_lost(
     await client.close()
 
 
-
 async def test_sigterm_closes_every_connection_with_1001_and_exits_in_time(
     start_server: StartServer,
 ):
@@ -80,3 +79,57 @@ async def test_sigterm_closes_every_connection_with_1001_and_exits_in_time(
     assert exit_code == -signal.SIGTERM
     assert "Application shutdown complete" in server.log()
     assert "closed 5 connections with 1001" in server.log()
+
+
+async def test_after_sigkill_of_one_process_a_client_resumes_on_the_other_missing_nothing(
+    start_server: StartServer, redis_server: RedisServer, prefix: str
+):
+    doomed = start_server(redis_env(redis_server, prefix))
+    survivor = start_server(redis_env(redis_server, prefix))
+    tool = unique_tool()
+    client = await WsClient.open(doomed.ws_url, tools=tool)
+    await client.welcome()
+    await client.expect("subscribed")
+    seen = [(await publish_ok(survivor.url, story([tool], f"a{i}")))[0]["id"] for i in range(3)]
+    assert [e["id"] for e in await client.events(3)] == seen
+    doomed.kill()
+    assert await client.closed_with() is None  # no close frame: the process just died
+    missed = [(await publish_ok(survivor.url, story([tool], f"b{i}")))[0]["id"] for i in range(4)]
+    again = await WsClient.open(survivor.ws_url)
+    await again.welcome()
+    [reply] = await again.subscribe([tool], since={tool: seen[-1]})
+    assert reply["recovered"] is True
+    assert [e["id"] for e in await again.events(4)] == missed
+    await again.close()
+
+
+async def test_a_client_resuming_after_a_redis_outage_gets_every_acknowledged_event(
+    start_server: StartServer, own_redis: RedisServer, prefix: str
+):
+    server = start_server(redis_env(own_redis, prefix))
+    tool = unique_tool()
+    client = await WsClient.open(server.ws_url, tools=tool)
+    await client.welcome()
+    await client.expect("subscribed")
+    [first] = await publish_ok(server.url, story([tool], "before"))
+    assert (await client.events(1))[0]["id"] == first["id"]
+    await client.close()
+    own_redis.stop()
+    refused = await publish(server.url, story([tool], "refused"))
+    assert refused.status_code == 503
+    own_redis.start()
+    acked: list[str] = []
+
+    async def accepted() -> bool:
+        response = await publish(server.url, story([tool], "after"))
+        if response.status_code == 202:
+            acked.append(response.json()["events"][0]["id"])
+        return len(acked) >= 3
+
+    await async_wait_until(accepted, what="publishing to resume after Redis is back")
+    again = await WsClient.open(server.ws_url)
+    await again.welcome()
+    [reply] = await again.subscribe([tool], since={tool: first["id"]})
+    assert reply["recovered"] is True
+    assert [e["id"] for e in await again.events(len(acked))] == acked
+    await again.close()

@@ -1,0 +1,129 @@
+"""Slow consumers and the bounded outbox; /metrics counts what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import StartServer
+from tests.support.clients import WsClient, publish_ok, story, unique_tool
+from tests.support.raw_ws import RawWebSocket
+from tests.support.server import ServerProcess
+from tests.support.timing import TIMEOUT
+
+
+async def scrape(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        text = (await http.get(f"{server.url}/metrics")).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_a_consumer_that_stops_reading_is_closed_with_4008_and_slows_no_one(
+    start_server: StartServer,
+):
+    server = start_server({"LIVEFEED_OUTBOX_FRAMES": "50"})
+    tool = unique_tool()
+    slow = await RawWebSocket.open(server.port, f"/ws?tools={tool}", receive_buffer=4096)
+    fast = await WsClient.open(server.ws_url, tools=tool)
+    await fast.welcome()
+    await fast.expect("subscribed")
+    # ~6 MB: more than the kernel's socket buffers hold, so the slow one backs up.
+    body = "x" * 4000
+    ids: list[str] = []
+    reading = asyncio.create_task(fast.events(15 * 100, timeout=2 * TIMEOUT))
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        for batch in range(15):
+            document = {"events": [story([tool], f"b{batch}", body=body)] * 100}
+            ids += [e["id"] for e in await publish_ok(server.url, document, http)]
+    received = [e["id"] for e in await reading]
+
+    assert received == ids  # the fast subscriber got everything while the slow one lagged
+    assert await asyncio.wait_for(slow.close_code(), TIMEOUT) == 4008
+    metrics = await scrape(server)
+    assert metrics[("livefeed_connections_closed_total", (("reason", "slow_consumer"),))] == 1
+    slow.abort()
+    await fast.close()
+
+
+async def test_metrics_count_connections_events_and_deliveries(server: ServerProcess):
+    tool = unique_tool()
+    before = await scrape(server)
+    clients = [await WsClient.open(server.ws_url, tools=tool) for _ in range(2)]
+    for client in clients:
+        await client.welcome()
+        await client.expect("subscribed")
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        request = http.build_request("GET", f"{server.url}/sse?tools={tool}")
+        sse = await http.send(request, stream=True)
+        lines = sse.aiter_lines()
+        while "subscribed" not in await anext(lines):
+            pass
+        await publish_ok(
+            server.url,
+            {
+                "events": [
+                    story([tool]),
+                    story([tool]),
+                    {
+                        "kind": "activity",
+                        "data": {"actor": {"handle": "a"}, "verb": "starred", "tool": tool},
+                    },
+                ]
+            },
+        )
+        for client in clients:
+            await client.events(3)
+        after = await scrape(server)
+        await sse.aclose()
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("livefeed_connections", transport="websocket") == 2
+    assert delta("livefeed_connections", transport="sse") == 1
+    assert delta("livefeed_subscriptions", transport="websocket") == 2
+    assert delta("livefeed_subscriptions", transport="sse") == 1
+    assert delta("livefeed_events_published_total", kind="story") == 2
+    assert delta("livefeed_events_published_total", kind="activity") == 1
+    assert delta("livefeed_publish_requests_total", status="202") == 1
+    assert delta("livefeed_deliveries_total") >= 9  # 3 events x 3 subscribers
+    assert delta("livefeed_publish_to_delivery_seconds_count") >= 3
+    assert after[("livefeed_broker_up", ())] == 1
+    assert ("process_resident_memory_bytes", ()) in after
+    for client in clients:
+        await client.close()
+
+
+async def test_an_sse_consumer_that_stops_reading_is_cut_off_too(start_server: StartServer):
+    server = start_server({"LIVEFEED_OUTBOX_FRAMES": "50"})
+    tool = unique_tool()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await reader.readuntil(b"event: subscribed")
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        for batch in range(15):
+            document = {"events": [story([tool], f"b{batch}", body="x" * 4000)] * 100}
+            await publish_ok(server.url, document, http)
+    # Reading now, the stream ends (the last chunk of a chunked body) well short of
+    # the ~6 MB published.
+    received = b""
+    while not received.endswith(b"\r\n0\r\n\r\n"):
+        chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+        assert chunk, "the connection closed without ending the stream"
+        received += chunk
+    assert len(received) < 5_000_000
+    metrics = await scrape(server)
+    assert metrics[("livefeed_connections_closed_total", (("reason", "slow_consumer"),))] == 1
+    writer.close()

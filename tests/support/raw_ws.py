@@ -1,0 +1,77 @@
+"""A bare WebSocket client on a raw socket, for tests that need to misbehave: stop
+reading (a slow consumer), or send frames no library would."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+
+import orjson
+
+
+def client_frame(payload: bytes, opcode: int = 0x1, fin: bool = True) -> bytes:
+    """A masked client frame (clients must mask, RFC 6455 5.3)."""
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", (0x80 if fin else 0) | opcode, 0x80 | length)
+    elif length < 65536:
+        header = struct.pack("!BBH", (0x80 if fin else 0) | opcode, 0x80 | 126, length)
+    else:
+        header = struct.pack("!BBQ", (0x80 if fin else 0) | opcode, 0x80 | 127, length)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + masked
+
+
+class RawWebSocket:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(
+        cls, port: int, path: str = "/ws", receive_buffer: int | None = None
+    ) -> RawWebSocket:
+        sock = socket.socket()
+        if receive_buffer is not None:  # a small window makes the server back up sooner
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        status = await reader.readuntil(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 101"), status
+        return cls(reader, writer)
+
+    def send(self, frame: dict[str, object] | bytes, opcode: int = 0x1) -> None:
+        payload = frame if isinstance(frame, bytes) else orjson.dumps(frame)
+        self.writer.write(client_frame(payload, opcode))
+
+    async def read_frame(self) -> tuple[int, bytes]:
+        """(opcode, payload) of the next server frame (servers never mask)."""
+        first, second = await self.reader.readexactly(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+        return first & 0x0F, await self.reader.readexactly(length)
+
+    async def close_code(self) -> int:
+        """Read frames until the close frame; its code."""
+        while True:
+            opcode, payload = await self.read_frame()
+            if opcode == 0x8:
+                return int(struct.unpack("!H", payload[:2])[0])
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+        self.writer.close()
