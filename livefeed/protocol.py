@@ -31,8 +31,8 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"  # a private tool and no token that allows it
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"  # over the per-connection limit
     RATE_LIMITED = "rate_limited"  # frame dropped: over the frame rate
-    UNAUTHORIZED = "unauthorized"  # the token is missing, malformed or badly signed
-    UNAVAILABLE = "unavailable"  # the broker is away; retry the subscribe later
+    UNAUTHORIZED = "unauthorized"  # the token is malformed, badly signed, or no secret is set
+
 
 
 class CloseCode(IntEnum):
