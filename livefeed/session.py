@@ -280,7 +280,7 @@ class Session:
         buffered, position = await self._hub.go_live(tool, self, last)
         for event in buffered:
             self._outbox.send_event(event)
-        if position is not None and position != (0, 0):
+        if position is not None:  # (0, 0): nothing published yet; resume from the start
             self._outbox.position(tool, position)
 
     def _unsubscribe(self, frame: protocol.Unsubscribe) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -92,21 +93,42 @@ class Soak:
 
     def start_processes(self) -> None:
         redis_port = free_port()
-        self.processes.append(subprocess.Popen(
-            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.workdir),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEFEED_")}
-        env.update(LIVEFEED_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
-                   LIVEFEED_PUBLISH_KEYS=PUBLISH_KEY, LIVEFEED_LOG_LEVEL="warning")
+        env.update(
+            LIVEFEED_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+            LIVEFEED_PUBLISH_KEYS=PUBLISH_KEY,
+            LIVEFEED_LOG_LEVEL="warning",
+        )
         for index in range(self.args.servers):
             port = free_port()
             log = (self.workdir / f"server-{index}.log").open("wb")
-            self.processes.append(subprocess.Popen(
-                [sys.executable, "-m", "livefeed", "serve", "--port", str(port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            ))
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "livefeed", "serve", "--port", str(port)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
             self.ports.append(port)
         deadline = time.monotonic() + 20
         for port in self.ports:
@@ -144,8 +166,9 @@ class Soak:
             since = {t: ids[-1] for t, ids in client.received.items() if ids}
             frame = {"type": "subscribe", "tools": client.tools, "since": since}
             try:
-                async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None,
-                                   open_timeout=30) as ws:
+                async with connect(
+                    f"ws://127.0.0.1:{port}/ws", max_size=None, open_timeout=30
+                ) as ws:
                     await ws.send(orjson.dumps(frame).decode())
                     lifetime = self.rng.expovariate(1 / self.args.lifetime)
                     until = time.monotonic() + lifetime
@@ -167,7 +190,6 @@ class Soak:
             if not self.stop.is_set():
                 client.reconnects += 1
 
-
     async def publish(self) -> None:
         interval = 1 / self.args.rate
         async with httpx.AsyncClient(timeout=10) as http:
@@ -175,12 +197,15 @@ class Soak:
             while not self.stop.is_set():
                 tool = self.rng.choice(self.tools)
                 port = self.rng.choice(self.ports)
-                document = {"kind": "story", "tools": [tool],
-                            "data": {"author": {"handle": "soak"}, "title": "soak",
-                                     "body": "x" * 200}}
+                document = {
+                    "kind": "story",
+                    "tools": [tool],
+                    "data": {"author": {"handle": "soak"}, "title": "soak", "body": "x" * 200},
+                }
                 try:
                     response = await http.post(
-                        f"http://127.0.0.1:{port}/api/events", content=orjson.dumps(document),
+                        f"http://127.0.0.1:{port}/api/events",
+                        content=orjson.dumps(document),
                         headers={"Authorization": f"Bearer {PUBLISH_KEY}"},
                     )
                     if response.status_code == 202:
@@ -234,7 +259,7 @@ class Soak:
                 checked += len(expected)
                 missing += len(set(expected) - set(got))
                 repeated += len(got) - len(set(got))
-                disorder += sum(1 for a, b in zip(got, got[1:]) if id_key(a) >= id_key(b))
+                disorder += sum(1 for a, b in itertools.pairwise(got) if id_key(a) >= id_key(b))
         closes: Counter[str] = Counter()
         for client in clients:
             for code, count in client.unexpected_closes.items():
@@ -261,21 +286,23 @@ class Soak:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connections", type=int, default=3000)
     parser.add_argument("--servers", type=int, default=2)
     parser.add_argument("--tools", type=int, default=50)
     parser.add_argument("--rate", type=float, default=50, help="publishes per second")
     parser.add_argument("--duration", type=float, default=300, help="seconds")
-    parser.add_argument("--lifetime", type=float, default=60,
-                        help="mean seconds a connection lives before churning")
+    parser.add_argument(
+        "--lifetime", type=float, default=60, help="mean seconds a connection lives before churning"
+    )
     parser.add_argument("--connect-rate", type=float, default=500, help="opens per second")
     parser.add_argument("--sample-every", type=float, default=10)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     soak = Soak(args)
     soak.start_processes()

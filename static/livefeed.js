@@ -149,7 +149,7 @@
       this.transport = null; // "websocket" | "sse" while connecting or open
       this._token = options.token ?? null;
       this._subs = new Map(); // stream key ("flask", "*") -> {history, presence}
-      this._cursors = new Map(); // stream key -> last id emitted: resume point and dedupe bound
+      this._cursors = new Map(); // stream key -> last id emitted or SSE position: resume point and dedupe bound
       this._presence = new Map(); // tool -> {tool, count, users}; users null until a full frame
       this._recent = new Map(); // stream key -> last RECENT events, oldest first
       this._listeners = new Map();
@@ -279,7 +279,7 @@
       return [...this._subs.keys()];
     }
 
-    /** Last id emitted for a stream key, or undefined. */
+    /** Resume point of a stream key: the last id emitted, or a newer SSE position; or undefined. */
     cursor(key) {
       return this._cursors.get(key);
     }
@@ -375,18 +375,18 @@
       if (keys.some((k) => this._subs.get(k).presence)) q.set("presence", "1");
       // The same `key:id,key:id` cursor the server puts in `id:` lines, built from our
       // own cursors so that it also covers what arrived over WebSocket before.
-      const cursor = keys.filter((k) => this._cursors.has(k)).map((k) => `${k}:${this._cursors.get(k)}`);
-      if (cursor.length) q.set("last_event_id", cursor.join(","));
+      const resume = keys.filter((k) => this._cursors.has(k));
+      for (const k of resume) conn.since.set(k, this._cursors.get(k)); // for a `gap` report
+      if (resume.length) q.set("last_event_id", resume.map((k) => `${k}:${this._cursors.get(k)}`).join(","));
       if (token) q.set("token", token);
       const es = new EventSource(url.href);
       conn.es = es;
       const onData = (e) => this._conn === conn && this._onFrame(conn, parse(e.data));
-      for (const name of ["story", "activity", "presence", "message"]) es.addEventListener(name, onData);
-      es.onopen = () => {
-        if (this._conn !== conn) return;
-        this._opened(conn);
-        for (const tool of keys) this._emit("subscribed", { type: "subscribed", tool, transport: "sse" });
-      };
+      // Named events carry the same JSON as WebSocket frames (`position` is SSE's own).
+      for (const name of ["story", "activity", "presence", "subscribed", "position", "message"]) {
+        es.addEventListener(name, onData);
+      }
+      es.onopen = () => this._conn === conn && this._opened(conn);
       es.onerror = (e) => {
         if (typeof e.data === "string") return onData(e); // an `event: error` frame, not a failure
         // EventSource would retry by itself, with a fixed delay and its own cursor;
@@ -488,6 +488,8 @@
           return this._setPresence(frame.tool, frame.count, frame.users);
         case "subscribed":
           return this._onSubscribed(conn, frame);
+        case "position":
+          return this._onPosition(frame);
         case "unsubscribed":
           return this._emit("unsubscribed", frame);
         case "pong":
@@ -526,6 +528,16 @@
       if (frame.recovered === false) {
         this._emit("gap", { tool, since: conn.since.get(tool) });
       }
+    }
+
+    // SSE only: once a subscription is live the server reports where the stream stands.
+    // Everything up to that id was replayed or is older than what we asked for, so it
+    // is a resume point even for a tool that has not had an event since we subscribed.
+    _onPosition(frame) {
+      const key = frame.tool;
+      if (!this._subs.has(key) || typeof frame.id !== "string") return;
+      const last = this._cursors.get(key);
+      if (last === undefined || compareIds(frame.id, last) > 0) this._cursors.set(key, frame.id);
     }
 
     _setPresence(tool, count, users) {

@@ -11,7 +11,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Dialog, Error, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Dialog,
+    Error,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 from tests.conftest import StartServer, redis_env
 from tests.support.browser import TIMEOUT_MS, launch_chromium
@@ -20,6 +28,14 @@ from tests.support.server import ServerProcess
 from tests.support.site import StaticSite
 
 expect.set_options(timeout=TIMEOUT_MS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last. While sync Playwright is started, its event loop counts
+    as running in this thread, so every asyncio test after the first browser test
+    would fail ("Cannot run the event loop while another loop is running") until the
+    session-scoped browser stops at the end. (A stable sort: other order is kept.)"""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +76,7 @@ def page(context: BrowserContext, page_log: PageLog) -> Iterator[Page]:
         page_log.dialogs.append(dialog.message)
         dialog.dismiss()
 
-    page.on("pageerror", page_log.errors.append)
+    page.on("pageerror", lambda error: page_log.errors.append(error))
     page.on("dialog", on_dialog)
     page.on("websocket", lambda ws: page_log.websockets.append(ws.url))
     yield page

@@ -181,7 +181,11 @@ def test_the_procfile_web_command_serves_on_port():
         "PATH": f"{bin_dir}:{_clean_environ().get('PATH', '')}",
     }
     process = subprocess.Popen(
-        ["sh", "-c", command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        # exec: the shell becomes the server, so terminating it stops the server.
+        ["sh", "-c", f"exec {command}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
 

@@ -1,0 +1,97 @@
+"""The embeddable widget on a page of another origin, in Chromium."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Locator, Page, WebSocketRoute, expect
+from websockets.sync.client import connect
+
+from tests.browser.conftest import PageLog
+from tests.support.browser import TIMEOUT_MS, expect_ids, publish_now
+from tests.support.clients import activity, story, unique_tool
+from tests.support.server import ServerProcess
+from tests.support.site import StaticSite
+from tests.support.timing import TIMEOUT
+
+pytestmark = pytest.mark.browser
+
+
+def embed_page(server: ServerProcess, *tags: str) -> str:
+    """A customer's page with one widget script tag per entry of ``tags`` (attributes)."""
+    scripts = "\n".join(
+        f'<script src="{server.url}/static/widget.js" {attrs} async></script>' for attrs in tags
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>A customer's site</title></head>
+<body><h1>Our tools</h1>
+{scripts}
+</body></html>"""
+
+
+def tool_name(slug: str) -> str:
+    """How the widget names a tool: its slug's words, capitalised."""
+    return " ".join(word.capitalize() for word in re.split(r"[-_]", slug) if word)
+
+
+def widget(page: Page, tools: str) -> Locator:
+    """The widget showing ``tools``, once live (Playwright locators pierce shadow roots)."""
+    host = page.locator(f'livefeed-widget[data-tools="{tools}"]')
+    expect(host.get_by_test_id("state")).to_have_attribute("data-state", "open")
+    return host
+
+
+def test_widgets_on_another_origin_show_events_and_presence_over_one_websocket(
+    page: Page, page_log: PageLog, feed_server: ServerProcess, site: StaticSite
+):
+    a, b = unique_tool("wa"), unique_tool("wb")
+    url = site.add("/tools.html", embed_page(feed_server, f'data-tool="{a}"', f'data-tool="{b}"'))
+    assert not url.startswith(feed_server.url)  # same host, another port: another origin
+    page.goto(url)
+    first, second = widget(page, a), widget(page, b)
+    presence = first.get_by_test_id("presence")
+    expect(presence).to_have_text("1 viewing now")  # this page; subscribed to a, so live
+    expect(second.get_by_test_id("presence")).to_have_text("1 viewing now")
+
+    [s] = publish_now(feed_server.url, story([a], "Deploying on a Friday"))
+    [act] = publish_now(feed_server.url, activity(b, handle="klodnitsky"))
+    expect_ids(first.locator("li.item"), [s["id"]])
+    expect(first.locator("li.item .title")).to_have_text("Deploying on a Friday")
+    expect_ids(second.locator("li.item"), [act["id"]])
+    expect(second.locator("li.item .line")).to_contain_text(
+        f"@klodnitsky started using {tool_name(b)}"
+    )
+    expect(first.locator("li.item")).to_have_count(1)  # each widget shows its own tool only
+
+    # Another viewer of `a` (a plain WebSocket client) shows up, and goes again.
+    with connect(f"{feed_server.ws_url}?tools={a}", open_timeout=TIMEOUT) as viewer:
+        viewer.recv(TIMEOUT)  # welcome: the subscription is being made
+        expect(presence).to_have_text("2 viewing now")
+        expect(second.get_by_test_id("presence")).to_have_text("1 viewing now")
+    expect(presence).to_have_text("1 viewing now")
+
+    # Both widgets came from one server, so they share one connection.
+    assert page_log.websockets == [feed_server.ws_url]
+
+
+def test_a_widget_on_another_origin_falls_back_to_sse(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    def refuse(ws: WebSocketRoute) -> None:
+        ws.close(code=1006, reason="blocked by a proxy")
+
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), refuse)
+    tool = unique_tool("wsse")
+    page.goto(site.add("/sse.html", embed_page(feed_server, f'data-tool="{tool}"')))
+    host = page.locator("livefeed-widget")
+    # Three refused WebSocket attempts with their backoffs (below 1, 2 and 4 s), then SSE.
+    expect(host.get_by_test_id("state")).to_have_attribute(
+        "data-state", "open", timeout=3 * TIMEOUT_MS
+    )
+    # Live: the count came with the SSE stream's `subscribed` (cross-origin, so CORS).
+    expect(host.get_by_test_id("presence")).to_have_text("1 viewing now")
+    assert page.evaluate(f"() => LiveFeed.shared({{url: '{feed_server.url}/'}}).transport") == "sse"
+
+    [published] = publish_now(feed_server.url, story([tool], "Through a strict proxy"))
+    expect_ids(host.locator("li.item"), [published["id"]])
