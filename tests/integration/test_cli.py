@@ -206,3 +206,15 @@ def test_help_and_bad_configuration():
     assert livefeed("--help").returncode == 0
     bad = livefeed("serve", "--history-size", "0")
     assert bad.returncode == 2 and "positive" in bad.stderr
+
+
+async def test_json_logs_are_one_object_per_line(start_server: StartServer):
+    server = start_server({"LIVEFEED_LOG_JSON": "1"})
+    client = await WsClient.open(server.ws_url, tools="flask")
+    await client.welcome()
+    await client.close()
+    server.terminate()
+    lines = [orjson.loads(line) for line in server.log().splitlines() if line.strip()]
+    assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+    assert any(line["logger"] == "livefeed" for line in lines)
+    assert any("WebSocket /ws" in line["msg"] for line in lines)
