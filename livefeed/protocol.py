@@ -34,7 +34,6 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"  # the token is malformed, badly signed, or no secret is set
 
 
-
 class CloseCode(IntEnum):
     """Close codes the server uses; :data:`CLOSE_ADVICE` says what a client does."""
 

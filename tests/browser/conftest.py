@@ -11,7 +11,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Dialog, Error, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Dialog,
+    Error,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 from tests.conftest import StartServer, redis_env
 from tests.support.browser import TIMEOUT_MS, launch_chromium

@@ -29,9 +29,23 @@ def test_every_close_code_is_documented(document: str):
 
 def test_every_error_code_is_documented():
     text = (DOCS / "docs/protocol.md").read_text() + (DOCS / "README.md").read_text()
-    contract = {"bad_frame", "unknown_type", "invalid_tool", "forbidden",
-                "too_many_subscriptions", "rate_limited", "unauthorized"}
+    contract = {
+        "bad_frame",
+        "unknown_type",
+        "invalid_tool",
+        "forbidden",
+        "too_many_subscriptions",
+        "rate_limited",
+        "unauthorized",
+    }
     assert {code.value for code in ErrorCode} == contract
-    for code in ("bad_json", "unauthorized", "too_large", "invalid_event", "rate_limited",
-                 "unavailable", "invalid_query"):
+    for code in (
+        "bad_json",
+        "unauthorized",
+        "too_large",
+        "invalid_event",
+        "rate_limited",
+        "unavailable",
+        "invalid_query",
+    ):
         assert f"`{code}`" in text
