@@ -78,3 +78,28 @@ class Event:
 
     def __repr__(self) -> str:
         return f"Event({self.channel!r}, {self.tool!r}, {self.id!r})"
+
+
+class Batch:
+    """The events of one channel fanned out in one pass of the event loop, in order,
+    shared by every subscriber of that channel. A burst becomes one write per
+    WebSocket connection: the frames are joined once, for all of them."""
+
+    __slots__ = ("_ws_bytes", "events")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self._ws_bytes: bytes | None = None
+
+    @property
+    def ws_bytes(self) -> bytes:
+        """Every event's WebSocket frame, back to back (joined once)."""
+        if self._ws_bytes is None:
+            if len(self.events) == 1:
+                self._ws_bytes = self.events[0].ws_frame
+            else:
+                self._ws_bytes = b"".join(event.ws_frame for event in self.events)
+        return self._ws_bytes
+
+    def __len__(self) -> int:
+        return len(self.events)

@@ -1,8 +1,10 @@
 """The hub: channel -> local subscribers, one broker subscription per channel, fan-out.
 
-An event runs: broker reader -> :meth:`Hub.on_event` -> each subscriber's
-``deliver``, which only enqueues (the same :class:`Event`, so the same bytes, for
-all of them). Nothing here awaits per subscriber.
+An event runs: broker reader -> :meth:`Hub.on_event` -> the channel's batch for
+this pass of the event loop -> at the end of the pass, each live subscriber's
+``sink``, which only writes or enqueues. Every subscriber gets the same
+:class:`Batch` (so the same bytes: a burst of events is one joined write per
+connection, joined once). Nothing here awaits per subscriber.
 
 Joining with a replay is gap-free (habit 7): the subscriber is parked in the
 channel's ``pending`` map, where live events are buffered for it, *before* history
@@ -20,12 +22,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from livefeed import metrics
 from livefeed.brokers.base import Broker, HistoryPage
-from livefeed.envelope import Event
+from livefeed.envelope import Batch, Event
 from livefeed.errors import Unavailable
 from livefeed.history import IdKey, merge
 from livefeed.protocol import CloseCode
@@ -37,19 +39,31 @@ RETRY_EVERY = 0.5  # seconds between history reads while the broker is away
 
 
 class Subscriber(Protocol):
-    def deliver(self, event: Event) -> None:
-        """Enqueue one event; must not block or await."""
+    @property
+    def sink(self) -> Callable[[Batch], None]:
+        """Takes a batch of live events; must not block or await."""
 
     def close(self, code: int, reason: str) -> None:
         """End the subscriber's connection (it then leaves its channels)."""
 
 
 class _Channel:
-    __slots__ = ("catchup", "held", "last_key", "live", "name", "pending", "ready", "waiters")
+    __slots__ = (
+        "catchup",
+        "held",
+        "last_key",
+        "live",
+        "name",
+        "pending",
+        "ready",
+        "tick",
+        "waiters",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.live: dict[Subscriber, None] = {}  # insertion-ordered set
+        self.live: dict[Subscriber, Callable[[Batch], None]] = {}  # subscriber -> its sink
+        self.tick: list[Event] = []  # fanned out in this pass, not yet handed to `live`
         self.pending: dict[Subscriber, list[Event]] = {}  # buffers while a replay is read
         self.ready: asyncio.Task[None] | None = None  # broker subscription + start cursor
         self.last_key: IdKey | None = None  # last event fanned out: order and catch-up cursor
@@ -68,6 +82,8 @@ class Hub:
         self._history_size = history_size
         self._buffer_limit = buffer_limit  # live events parked for one replaying subscriber
         self._channels: dict[str, _Channel] = {}
+        self._dirty: list[_Channel] = []  # channels with a tick batch to hand over
+        self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         broker.on_event = self.on_event
         broker.on_connection = self._on_connection
@@ -95,11 +111,12 @@ class Hub:
         if channel.waiters:
             self._wake(channel)
         if channel.live:
-            metrics.DELIVERIES.inc(len(channel.live))
-            if channel.name != FIREHOSE:  # each event once, not again on the firehose
-                metrics.LATENCY.observe(max(0.0, time.time() - event.ts))
-        for subscriber in channel.live:
-            subscriber.deliver(event)
+            if not channel.tick:
+                self._dirty.append(channel)
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._flush)
+            channel.tick.append(event)
         if channel.pending:
             too_slow = []
             for waiting, buffer in channel.pending.items():
@@ -108,6 +125,27 @@ class Hub:
                     too_slow.append(waiting)
             for waiting in too_slow:  # closed after the loop: closing leaves the channel
                 waiting.close(CloseCode.SLOW_CONSUMER, "fell behind while replaying history")
+
+    def _flush(self) -> None:
+        """End of a pass of the event loop: hand each channel's batch to its subscribers."""
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for channel in dirty:
+            self._hand_over(channel)
+
+    @staticmethod
+    def _hand_over(channel: _Channel) -> None:
+        if not channel.tick:
+            return
+        batch = Batch(channel.tick)
+        channel.tick = []
+        metrics.DELIVERIES.inc(len(channel.live) * len(batch))
+        if channel.name != FIREHOSE:  # each event once, not again on the firehose
+            now = time.time()
+            for event in batch.events:
+                metrics.LATENCY.observe(max(0.0, now - event.ts))
+        for sink in channel.live.values():
+            sink(batch)
 
     # Joining and leaving -----------------------------------------------------
 
@@ -154,8 +192,10 @@ class Hub:
             finally:
                 if not reached.done():
                     channel.waiters.remove((after, reached))
+        # Live subscribers get this pass's events first: the newcomer has them buffered.
+        self._hand_over(channel)
         buffered = channel.pending.pop(subscriber)
-        channel.live[subscriber] = None
+        channel.live[subscriber] = subscriber.sink
         return merge([], buffered, after), channel.last_key
 
     @staticmethod

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from livefeed import metrics, protocol
 from livefeed.auth import Access
 from livefeed.config import Settings
-from livefeed.envelope import Event
+from livefeed.envelope import Batch, Event
 from livefeed.history import IdKey, parse_id
 from livefeed.hub import Hub
 from livefeed.limits import FrameRateLimit
@@ -38,6 +38,9 @@ REPLAY_CHUNK = 100  # replayed events queued before waiting for the outbox to dr
 class Outbox(Protocol):
     def send_event(self, event: Event) -> None:
         """Queue an event; never blocks. Over the limits it closes with 4008."""
+
+    def send_batch(self, batch: Batch) -> None:
+        """Queue a batch of live events of one channel; as :meth:`send_event`."""
 
     def send_frame(self, frame: bytes, kind: str) -> None:
         """Queue a control frame (JSON bytes) of type ``kind``; never blocks."""
@@ -85,6 +88,7 @@ class Session:
         self._access = access
         self._settings = settings
         self._outbox = outbox
+        self.sink = outbox.send_batch  # the hub hands live events straight to the outbox
         self._clock = clock
         self._rate = FrameRateLimit(settings.frame_rate, settings.frame_burst, clock())
         self._subscriptions: dict[str, _Subscription] = {}
@@ -99,9 +103,6 @@ class Session:
         return self._claims.sub if self._claims is not None else None
 
     # Hub and presence side -----------------------------------------------------
-
-    def deliver(self, event: Event) -> None:
-        self._outbox.send_event(event)
 
     def close(self, code: int, reason: str) -> None:
         self._outbox.close(code, reason)
@@ -128,18 +129,28 @@ class Session:
 
     async def handle_text(self, text: str) -> None:
         """Handle one client text frame. Never raises for bad input."""
+        if self.admit_frame(text):
+            await self.handle_frame(text)
+
+    def admit_frame(self, text: str) -> bool:
+        """The size and rate rules, checked as a frame arrives (before it waits behind
+        others): False when the frame is refused (answered, or the connection closed)."""
         if len(text) * 4 > self._settings.max_frame_bytes and (
             len(text.encode()) > self._settings.max_frame_bytes
         ):
             self.close(CloseCode.TOO_LARGE, "frame too large")
-            return
+            return False
         verdict = self._rate.check(self._clock())
-        if verdict != "ok":
-            if verdict == "reject":
-                self._error(ErrorCode.RATE_LIMITED, "too many frames; slow down")
-            elif verdict == "close":
-                self.close(CloseCode.TOO_MANY_REQUESTS, "too many frames")
-            return
+        if verdict == "ok":
+            return True
+        if verdict == "reject":
+            self._error(ErrorCode.RATE_LIMITED, "too many frames; slow down")
+        elif verdict == "close":
+            self.close(CloseCode.TOO_MANY_REQUESTS, "too many frames")
+        return False
+
+    async def handle_frame(self, text: str) -> None:
+        """Parse and act on an admitted frame, in order with the connection's others."""
         try:
             frame = protocol.parse_client_frame(text)
         except FrameError as exc:

@@ -55,6 +55,7 @@ log = logging.getLogger("livefeed.broker")
 IDLE_PING_AFTER = 5.0  # seconds without traffic before the reader pings Redis
 PONG_DEADLINE = 5.0  # seconds a ping may go unanswered before the link is presumed dead
 STABLE_AFTER = 10.0  # a link that lasted this long resets the reconnect backoff
+CLOSE_WITHIN = 2.0  # seconds any one step of closing may take (a dead Redis can hang it)
 
 
 def connect(url: str, **options: Any) -> aioredis.Redis:
@@ -115,15 +116,17 @@ class RedisBroker(Broker, PresenceStore):
         self._supervisor = asyncio.create_task(self._supervise(), name="livefeed-redis-reader")
 
     async def close(self) -> None:
+        """Stop reading and disconnect, within ``CLOSE_WITHIN`` seconds whatever Redis does."""
         if self._supervisor is not None:
             self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._supervisor, CLOSE_WITHIN)
         for futures in self._waiters.values():
             for future in futures:
                 future.cancel()
-        await self._redis.aclose()
-        await self._pubsub_redis.aclose()
+        for client in (self._redis, self._pubsub_redis):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), CLOSE_WITHIN)
 
     async def ping(self) -> None:
         try:
@@ -252,7 +255,7 @@ class RedisBroker(Broker, PresenceStore):
             self._pubsub = None
             self._live.clear()
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(pubsub.aclose(), CLOSE_WITHIN)  # type: ignore[no-untyped-call]
 
     async def _read(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()

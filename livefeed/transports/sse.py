@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from livefeed import metrics, protocol
-from livefeed.envelope import Event
+from livefeed.envelope import Batch, Event
 from livefeed.errors import Forbidden, InvalidRequest, LivefeedError
 from livefeed.history import IdKey, decode_cursor, encode_cursor, format_id
 from livefeed.protocol import CloseCode
@@ -82,6 +82,10 @@ class SseOutbox:
             + event.payload
             + b"\n\n"
         )
+
+    def send_batch(self, batch: Batch) -> None:
+        for event in batch.events:
+            self.send_event(event)
 
     def send_frame(self, frame: bytes, kind: str) -> None:
         if kind in _FORWARDED:

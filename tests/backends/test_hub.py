@@ -6,7 +6,7 @@ import asyncio
 import random
 
 from livefeed.brokers.base import Broker
-from livefeed.envelope import Event
+from livefeed.envelope import Batch, Event
 from livefeed.events import prepare
 from livefeed.history import parse_id
 from livefeed.hub import Hub
@@ -22,9 +22,11 @@ class Recorder:
         self.events: list[Event] = []
         self.replayed = 0
         self.closed: tuple[int, str] | None = None
+        self.batches: list[Batch] = []
 
-    def deliver(self, event: Event) -> None:
-        self.events.append(event)
+    def sink(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        self.events.extend(batch.events)
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
@@ -90,8 +92,10 @@ async def test_subscribers_of_a_channel_share_the_same_event_objects(make_broker
         await join(hub, "flask", subscriber)
     await broker.publish(prepare(story(["flask"])), 1.0)
     await async_wait_until(lambda: all(s.events for s in subscribers))
-    first = subscribers[0].events[0]
-    assert all(s.events[0] is first for s in subscribers)  # encoded once, shared
+    first = subscribers[0].batches[0]
+    assert all(s.batches[0] is first for s in subscribers)  # one batch, shared
+    assert first.ws_bytes is subscribers[1].batches[0].ws_bytes  # encoded once
+
     assert hub.channels == {"flask": 5}
     for subscriber in subscribers:
         hub.leave("flask", subscriber)
@@ -110,4 +114,23 @@ async def test_a_replaying_subscriber_that_falls_too_far_behind_is_closed(
     await broker.publish(prepare({"events": [story(["flask"]) for _ in range(11)]}), 1.0)
     await async_wait_until(lambda: slow.closed is not None, what="the slow subscriber to close")
     assert slow.closed is not None and slow.closed[0] == 4008
+    await hub.close()
+
+
+async def test_a_burst_is_handed_over_as_one_batch_per_pass(make_broker: MakeBroker):
+    broker = make_broker()
+    await broker.start()
+    hub = Hub(broker, history_size=1000)
+    subscriber = Recorder()
+    await join(hub, "flask", subscriber)
+    published = await broker.publish(
+        prepare({"events": [story(["flask"]) for _ in range(50)]}), 1.0
+    )
+    await async_wait_until(lambda: len(subscriber.events) == 50)
+    assert [e.id for e in subscriber.events] == [pairs[0][1] for pairs in published]
+    # The embedded broker delivers a batch in one pass: one hand-over, one joined write.
+    # Redis delivers what arrives together in one read together.
+    assert len(subscriber.batches) < 50
+    joined = subscriber.batches[0]
+    assert joined.ws_bytes == b"".join(e.ws_frame for e in joined.events)
     await hub.close()

@@ -21,14 +21,14 @@ from tests.support.timing import TIMEOUT, async_wait_until
 
 @pytest.fixture
 async def in_process_server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
-    original = Session.handle_text
+    original = Session.handle_frame
 
     async def faulty(self: Session, text: str) -> None:
         if text == "plant a bug":
             raise RuntimeError("a planted bug")
         await original(self, text)
 
-    monkeypatch.setattr(Session, "handle_text", faulty)
+    monkeypatch.setattr(Session, "handle_frame", faulty)
     port = free_port()
     server = build(
         Settings(port=port, publish_keys=(PUBLISH_KEY,), log_level="warning"),
