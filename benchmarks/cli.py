@@ -1,0 +1,196 @@
+"""``python -m benchmarks``: run the scenarios against livefeed and its peers, write RESULTS.md.
+
+The full run records into benchmarks/results.json and benchmarks/RESULTS.md (rows of
+peers not re-run are kept, each with its own date); ``--quick`` and ``--smoke`` write
+under benchmarks/.runs/ unless ``--record`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import signal
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import loop, report
+from benchmarks.peers import ALL, BENCH_DIR, BY_NAME, Context, Peer
+from benchmarks.procs import LOAD_CORE, SERVER_CORE, pin_self, raise_fd_limit
+from benchmarks.redis_server import RedisServer
+from benchmarks.scenarios import PLANS, SCENARIOS, Plan, run_scenario
+
+DEFAULT_PEERS = [peer.name for peer in ALL if peer.name != "channels-core"]
+BUDGET_MINUTES = {"full": 50.0, "quick": 12.0, "smoke": 3.0}
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmarks", description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="a few minutes, smaller ladders")
+    mode.add_argument("--smoke", action="store_true", help="seconds, tiny N: keeps it working")
+    parser.add_argument("--peers", default=",".join(DEFAULT_PEERS),
+                        help=f"comma-separated, from: {', '.join(BY_NAME)}")  # fmt: skip
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--record", action="store_true",
+                        help="write benchmarks/RESULTS.md even in --quick/--smoke")  # fmt: skip
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-render RESULTS.md from results.json")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def machine() -> dict[str, Any]:
+    models = [
+        line.split(":", 1)[1].strip()
+        for line in Path("/proc/cpuinfo").read_text().splitlines()
+        if line.startswith("model name")
+    ]
+    memory = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return {
+        "cpu": f"{len(models)} x {models[0] if models else platform.processor()}",
+        "memory_gib": round(int(memory) / 2**20, 1),
+        "kernel": platform.release(),
+        "os": _os_name(),
+        "python": sys.version.split()[0],
+        "generator_loop": loop.name(),
+        "pinning": f"server: taskset -c {SERVER_CORE}; generator, publisher, Redis: "
+        f"taskset -c {LOAD_CORE}",
+    }
+
+
+def _os_name() -> str:
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip('"')
+    return platform.system()
+
+
+async def run_peer(
+    peer: Peer, ctx: Context, plan: Plan, scenarios: list[str], redis: RedisServer
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "label": peer.label,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": plan.mode,
+        "versions": peer.versions(),
+        "scenarios": {},
+    }
+    for name in scenarios:
+        redis.flush()
+        started = time.monotonic()
+        try:
+            result = await run_scenario(peer, ctx, plan, name)
+        except Exception as exc:  # recorded in the table, the run goes on
+            traceback.print_exc()
+            result = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        if result is None:
+            continue
+        result["seconds"] = round(time.monotonic() - started, 1)
+        result["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        entry["scenarios"][name] = result
+        print(f"  {name:14} {report.one_line(name, result)}", flush=True)
+    return entry
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if path.exists():
+        loaded: dict[str, Any] = json.loads(path.read_text())
+        return loaded
+    return {"meta": {}, "peers": {}}
+
+
+def _smoke_failures(results: dict[str, Any], names: list[str]) -> list[str]:
+    failures = []
+    for name in names:
+        for scenario, result in results["peers"].get(name, {}).get("scenarios", {}).items():
+            if "error" in result:
+                failures.append(f"{name} {scenario}: {result['error']}")
+            elif result.get("steps") and result["steps"][0]["verdict"] != "clean":
+                failures.append(f"{name} {scenario}: {result['steps'][0]['verdict']}")
+            elif "steps" in result and not result["steps"]:
+                failures.append(f"{name} {scenario}: {result.get('stopped', 'no step')}")
+    return failures
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = BENCH_DIR / ".runs" / f"{stamp}-{plan.mode}"
+    out_dir = BENCH_DIR if plan.mode == "full" or args.record else run_dir
+    results_path = out_dir / "results.json"
+    if args.report_only:
+        (BENCH_DIR / "RESULTS.md").write_text(report.render(_load(BENCH_DIR / "results.json")))
+        return 0
+
+    names = [name for name in args.peers.split(",") if name]
+    scenarios = [name for name in args.scenarios.split(",") if name]
+    unknown = [n for n in names if n not in BY_NAME] + [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        print(f"unknown peer or scenario: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    pin_self(LOAD_CORE)
+    fds = raise_fd_limit()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results = _load(results_path)
+    redis = RedisServer(run_dir)
+    redis.start()
+    results["meta"] = {
+        **machine(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": plan.mode,
+        "redis": redis.version(),
+        "fd_limit": fds,
+        "plan": report.plan_dict(plan),
+    }
+    print(f"benchmarks ({plan.mode}): logs in {run_dir}", flush=True)
+    deadline = time.monotonic() + BUDGET_MINUTES[plan.mode] * 60
+    ctx = Context(redis_url=redis.url, run_dir=run_dir, redis_pid=redis.pid)
+    try:
+        for name in names:
+            peer = BY_NAME[name]
+            reason = peer.missing()
+            if reason is None and time.monotonic() > deadline:
+                reason = "skipped: the run's time budget was spent"
+            if reason is not None:
+                print(f"{name}: not run ({reason})", flush=True)
+                previous = results["peers"].get(name)
+                if previous is None or not previous.get("scenarios"):
+                    results["peers"][name] = {"label": peer.label, "missing": reason}
+                continue
+            print(f"{name}:", flush=True)
+            entry = await run_peer(peer, ctx, plan, scenarios, redis)
+            previous = results["peers"].get(name, {})
+            if previous.get("mode") == plan.mode:
+                # A re-run of some scenarios keeps this peer's other, earlier ones.
+                kept = previous.get("scenarios", {})
+                for result in kept.values():
+                    result.setdefault("date", previous.get("date"))
+                entry["scenarios"] = {**kept, **entry["scenarios"]}
+            results["peers"][name] = entry
+            out_dir.mkdir(parents=True, exist_ok=True)
+            results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    finally:
+        redis.stop()
+    results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    (out_dir / "RESULTS.md").write_text(report.render(results))
+    print(f"wrote {out_dir / 'RESULTS.md'}", flush=True)
+    if plan.mode == "smoke":
+        failures = _smoke_failures(results, names)
+        for failure in failures:
+            print(f"SMOKE FAILURE: {failure}", file=sys.stderr)
+        return 1 if failures else 0
+    return 0
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    # SIGTERM takes the Ctrl-C path, so every `finally` stops the processes we started.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    return loop.run(main_async(_parse(argv)))

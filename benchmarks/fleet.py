@@ -1,0 +1,207 @@
+"""A fleet of subscribers: opened at a bounded rate, counted cheaply, a few probes timed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from benchmarks.wsclient import Dialect, State, Subscriber
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where subscribers connect: a port and the WebSocket path for a tool."""
+
+    port: int
+    path_for: Callable[[str], str]
+
+
+@dataclass
+class ConnectStats:
+    wanted: int
+    ready: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """Subscriptions completed per second (connect + upgrade + subscribe)."""
+        return self.ready / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Waiter:
+    """Resolves one connection attempt: ready, or closed before being ready."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def ready(self, _sub: Subscriber) -> None:
+        if not self.future.done():
+            self.future.set_result(True)
+
+
+class Fleet:
+    """N subscribers over ``tools`` (round robin) and ``endpoints`` (round robin).
+
+    The first ``probes`` connections are probes: they parse every frame and record
+    publish-to-receive latency; the rest only count frames.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        tools: Sequence[str],
+        dialect: Dialect,
+        *,
+        acks: bool,
+        size: int,
+        probes: int,
+    ) -> None:
+        self.endpoints, self.tools, self.dialect = list(endpoints), list(tools), dialect
+        self.acks, self.size, self.probes = acks, size, min(probes, size)
+        self.subscribers: list[Subscriber] = []
+        self.latencies: list[float] = []
+
+    def tool_of(self, index: int) -> str:
+        return self.tools[index % len(self.tools)]
+
+    def subscribers_per_tool(self) -> dict[str, int]:
+        """Live, subscribed connections per tool (what one publish to that tool should reach)."""
+        counts: Counter[str] = Counter()
+        for sub in self.subscribers:
+            if sub.state is State.READY:
+                counts[sub.tool] += 1
+        return dict(counts)
+
+    async def connect(self, rate: float, in_flight: int, patience: float) -> ConnectStats:
+        """Open ``size`` subscriptions at most ``rate``/s with at most ``in_flight`` pending.
+
+        Each attempt is bounded by ``patience`` seconds; failures are counted, not retried.
+        """
+        stats = ConnectStats(self.size)
+        gate = asyncio.Semaphore(in_flight)
+        reasons: Counter[str] = Counter()
+        last_ready = start = time.monotonic()
+
+        async def attempt(index: int) -> None:
+            nonlocal last_ready
+            try:
+                ok, reason = await self._open(index, patience)
+            finally:
+                gate.release()
+            if ok:
+                stats.ready += 1
+                last_ready = time.monotonic()
+            else:
+                stats.failed += 1
+                reasons[reason[:120]] += 1
+
+        tasks = []
+        for index in range(self.size):
+            due = start + index / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await gate.acquire()
+            tasks.append(asyncio.create_task(attempt(index)))
+        await asyncio.gather(*tasks)
+        stats.seconds = max(last_ready - start, 1e-6)
+        stats.reasons = [f"{count}x {reason}" for reason, count in reasons.most_common(3)]
+        return stats
+
+    async def _open(self, index: int, patience: float) -> tuple[bool, str]:
+        waiter = _Waiter()
+        endpoint = self.endpoints[index % len(self.endpoints)]
+        tool = self.tool_of(index)
+        probe = index < self.probes
+        subscriber = Subscriber(
+            f"127.0.0.1:{endpoint.port}",
+            endpoint.path_for(tool),
+            self.dialect,
+            tool,
+            acks=self.acks,
+            probe=probe,
+            on_ready=waiter.ready,
+            latencies=self.latencies if probe else None,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(patience):
+                await loop.create_connection(lambda: subscriber, "127.0.0.1", endpoint.port)
+                self.subscribers.append(subscriber)
+                while not waiter.future.done():
+                    if subscriber.state is State.CLOSED:
+                        return False, subscriber.close_reason or "closed"
+                    await asyncio.wait([waiter.future], timeout=0.05)
+        except TimeoutError:
+            subscriber.close()
+            return False, f"timeout ({subscriber.close_reason or subscriber.state.name})"
+        except OSError as exc:
+            return False, repr(exc)
+        return True, ""
+
+    # -- counting ---------------------------------------------------------------------
+
+    def coalesce(self, nbytes: int) -> None:
+        """Set SO_RCVLOWAT on the counting connections: wake for ``nbytes`` queued, not 1.
+
+        While a step publishes, a counting connection is woken once per ~``nbytes`` (many
+        frames) instead of once per frame, which cuts the generator's CPU per delivery
+        several-fold; the server's side of the socket is unchanged. Probes keep 1 byte so
+        latency is unaffected. Setting 1 again wakes every connection holding less
+        (Linux's tcp_set_rcvlowat signals readiness), so counts are complete after a drain.
+        """
+        for sub in self.subscribers:
+            sub.set_rcvlowat(1 if sub.probe else nbytes)
+
+    def delivered(self) -> int:
+        return sum(sub.count for sub in self.subscribers)
+
+    def closed(self) -> int:
+        return sum(1 for sub in self.subscribers if sub.state is State.CLOSED)
+
+    def min_count(self) -> int:
+        """The fewest frames any live, ready subscriber has had (for the sync barrier)."""
+        live = [sub.count for sub in self.subscribers if sub.state is State.READY]
+        return min(live) if live else 0
+
+    def close_reasons(self) -> list[str]:
+        reasons = Counter(
+            sub.close_reason or "?" for sub in self.subscribers if sub.state is State.CLOSED
+        )
+        return [f"{count}x {reason[:100]}" for reason, count in reasons.most_common(3)]
+
+    def take_latencies(self) -> list[float]:
+        taken, self.latencies[:] = list(self.latencies), []
+        return taken
+
+    async def wait_quiet(self, quiet: float, cap: float) -> float:
+        """Wait until the delivered count holds still for ``quiet`` s (at most ``cap`` s)."""
+        start = time.monotonic()
+        last, since = self.delivered(), time.monotonic()
+        while time.monotonic() - start < cap:
+            await asyncio.sleep(0.1)
+            now = self.delivered()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+        return time.monotonic() - start
+
+    def close(self) -> None:
+        for sub in self.subscribers:
+            sub.close()
+        self.subscribers.clear()
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of ``values`` (0 for an empty list)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]

@@ -1,0 +1,260 @@
+"""Processes the suite starts: pinned spawn, readiness, /proc accounting, stop by PID.
+
+Everything here reads Linux's /proc directly so that the generator needs no
+third-party package (the test suite may run ``--smoke`` from the repo's own venv).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SERVER_CORE = 0
+"""The core every server under test is pinned to."""
+LOAD_CORE = 1
+"""The core shared by the generator (this process), the publisher and Redis."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pin_self(core: int) -> None:
+    """Pin the calling process (the generator) to ``core``, when the machine has it."""
+    if core < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {core})
+
+
+def pinned(argv: Sequence[str], core: int) -> list[str]:
+    """``argv`` prefixed with ``taskset -c core`` when the machine has that core."""
+    if core < (os.cpu_count() or 1):
+        return ["taskset", "-c", str(core), *argv]
+    return list(argv)
+
+
+@dataclass
+class Proc:
+    """A child process started by the suite; ``stop()`` ends it and only it (plus its group)."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 8.0) -> None:
+        """SIGTERM the process group we created, then SIGKILL it after ``timeout``."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        # Reap stragglers of the group (e.g. an nginx worker) that outlived their parent.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    log_path: Path,
+    *,
+    core: int | None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin_pipe: bool = False,
+    stdout_pipe: bool = False,
+) -> Proc:
+    """Start ``argv`` in its own process group (so stop() reaches its children only)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    cmd = pinned(argv, core) if core is not None else list(argv)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    popen = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+        stdout=subprocess.PIPE if stdout_pipe else log,
+        stderr=log,
+        env=full_env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    log.close()
+    return Proc(name, popen, log_path)
+
+
+async def wait_http_ok(port: int, path: str, proc: Proc, patience: float = 30.0) -> None:
+    """Poll ``GET path`` on 127.0.0.1:port until it answers 200 (bounded by ``patience``)."""
+    deadline = time.monotonic() + patience
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            last = proc.log_tail(1) or "no output"
+            raise RuntimeError(f"{proc.name} exited early: {last} (log: {proc.log_path})")
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+            request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            writer.write(request.encode())
+            status = await asyncio.wait_for(reader.readline(), 2.0)
+            writer.close()
+            if b" 200 " in status:
+                return
+            last = status.decode(errors="replace").strip()
+        except (OSError, TimeoutError) as exc:
+            last = repr(exc)
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{proc.name} not ready on :{port}{path} after {patience}s ({last})")
+
+
+# --- /proc accounting -----------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str]:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    # The command name may hold spaces; everything after the last ')' is fixed fields.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every live process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int(_stat_fields(int(entry))[1])
+                children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu_seconds(pids: Sequence[int]) -> float:
+    """User+system CPU of ``pids`` (all threads), plus their reaped children's."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = _stat_fields(pid)
+            # utime stime cutime cstime are fields 14..17 of stat(5); 12..15 after the name.
+            total += sum(int(value) for value in fields[11:15])
+    return total / _CLK_TCK
+
+
+def tree_memory_kib(pids: Sequence[int]) -> tuple[int, int]:
+    """(RSS, PSS) in KiB summed over ``pids``; PSS shares pages fairly (nginx master+worker)."""
+    rss = pss = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+    return rss, pss
+
+
+def self_cpu_seconds() -> float:
+    """This process's own CPU (the generator), children excluded."""
+    times = os.times()
+    return times.user + times.system
+
+
+class CoreMeter:
+    """Per-core use from /proc/stat between start() and a read: busy, and task time.
+
+    ``busy`` counts everything but idle (softirq too: loopback TCP work done for a
+    process is not always charged to it); ``tasks`` is user+nice+system only, to compare
+    with the processes we know of and so estimate other work on the machine.
+    """
+
+    def __init__(self) -> None:
+        self._start: dict[int, list[int]] = {}
+
+    @staticmethod
+    def _read() -> dict[int, list[int]]:
+        cores = {}
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *values = line.split()
+                cores[int(name[3:])] = [int(v) for v in values[:8]]
+        return cores
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def _deltas(self) -> dict[int, list[int]]:
+        now = self._read()
+        return {
+            core: [b - a for a, b in zip(self._start.get(core, [0] * 8), ticks, strict=True)]
+            for core, ticks in now.items()
+        }
+
+    def busy(self) -> dict[int, float]:
+        """Busy fraction (0..1) per core since start()."""
+        result = {}
+        for core, delta in self._deltas().items():
+            span = sum(delta)
+            result[core] = 0.0 if span <= 0 else 1.0 - (delta[3] + delta[4]) / span
+        return result
+
+    def tasks(self) -> float:
+        """Cores' worth of user+nice+system time since start(), all cores together."""
+        deltas = self._deltas()
+        span = max((sum(delta) for delta in deltas.values()), default=0)
+        if span <= 0:
+            return 0.0
+        return sum(delta[0] + delta[1] + delta[2] for delta in deltas.values()) / span
+
+
+def raise_fd_limit(wanted: int = 65536) -> int:
+    """Raise RLIMIT_NOFILE to ``wanted`` (the hard limit too, when allowed); return it.
+
+    Children (the servers) inherit it: 10,000 connections need 10,000 descriptors on
+    each side.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            wanted = hard
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    return soft

@@ -1,0 +1,262 @@
+"""RESULTS.md from results.json: one table per scenario, peers as rows, ratios to livefeed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from benchmarks.peers import ALL
+from benchmarks.scenarios import SCENARIOS, Plan
+from benchmarks.session import OTHER_LIMIT
+
+BASE = "livefeed"
+_TITLES = {
+    "fanout-1000": "Fan-out: 1,000 subscribers on one tool",
+    "fanout-5000": "Fan-out: 5,000 subscribers on one tool",
+    "many-channels": "Many channels: 5,000 subscribers over 500 tools, publishes to random tools",
+    "scale-out": "Scale-out: two server processes on one Redis, subscribers split between them",
+    "idle-memory": "Idle memory: subscribed connections doing nothing",
+    "connect-rate": "Connect rate: connect + upgrade + subscribe, 256 in flight, no rate bound",
+}
+
+
+def plan_dict(plan: Plan) -> dict[str, Any]:
+    return asdict(plan)
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds * 1000:,.1f}" if seconds < 10 else f"{seconds:,.0f} s"
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    if value is None or not base:
+        return "—"
+    return f"{value / base:.2f}x"
+
+
+def _cell(text: str, limit: int = 120) -> str:
+    """Text safe inside a table cell: one line, no pipes, bounded."""
+    flat = " ".join(text.replace("|", "/").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _ordered(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Peers in the suite's order (livefeed first), then any others."""
+    peers = results["peers"]
+    names = [peer.name for peer in ALL if peer.name in peers]
+    names += sorted(name for name in peers if name not in names)
+    return [peers[name] for name in names]
+
+
+def one_line(name: str, result: dict[str, Any]) -> str:
+    """A progress line for the console."""
+    if "error" in result:
+        return f"ERROR {_cell(result['error'], 300)}"
+    if name == "idle-memory":
+        return (f"{result['live']} live, {_n(result['kib_per_connection'], 1)} KiB/conn "
+                f"(PSS), {result['seconds']} s")  # fmt: skip
+    if name == "connect-rate":
+        connect = result["connect"]
+        return f"{_n(connect['rate'])}/s, {connect['failed']} failed, {result['seconds']} s"
+    best = result.get("best") or {}
+    ref = result.get("reference") or {}
+    return (
+        f"best clean {_n(best.get('per_second'))}/s; at ref {_n(ref.get('us_per_delivery'), 1)} "
+        f"µs/delivery p99 {_ms(ref.get('p99'))} ms; stopped: {result.get('stopped')}; "
+        f"{result['seconds']} s"
+    )
+
+
+def _ladder_table(name: str, results: dict[str, Any]) -> list[str]:
+    peers = results["peers"]
+    base = peers.get(BASE, {}).get("scenarios", {}).get(name, {})
+    base_best = (base.get("best") or {}).get("per_second")
+    base_us = (base.get("reference") or {}).get("us_per_delivery")
+    ladder = next((r["ladder"] for p in peers.values()
+                   if (r := p.get("scenarios", {}).get(name)) and "ladder" in r), None)  # fmt: skip
+    ref = _n(ladder["reference"]) if ladder else "?"
+    lines = [
+        f"| peer | max clean deliveries/s | x livefeed | CPU µs/delivery @ {ref}/s | x livefeed "
+        f"| p50 / p99 ms @ {ref}/s | at max: µs/delivery, p99 ms | stopped by | load core peak |",
+        "|---|--:|--:|--:|--:|--:|--:|---|--:|",
+    ]
+    for peer in _ordered(results):
+        result = peer.get("scenarios", {}).get(name)
+        if result is None:
+            if "missing" in peer:
+                lines.append(f"| {peer['label']} | not run: {_cell(peer['missing'])} |||||||")
+            continue
+        if "error" in result:
+            lines.append(f"| {peer['label']} | error: {_cell(result['error'])} |||||||")
+            continue
+        best, reference = result.get("best") or {}, result.get("reference") or {}
+        figure = _n(best.get("per_second"))
+        if best and (result.get("bounded_by_load") or result.get("top_reached")):
+            figure = f"≥ {figure}"
+        lines.append(
+            f"| {peer['label']} | {figure} | {_ratio(best.get('per_second'), base_best)} "
+            f"| {_n(reference.get('us_per_delivery'), 1)} "
+            f"| {_ratio(reference.get('us_per_delivery'), base_us)} "
+            f"| {_ms(reference.get('p50'))} / {_ms(reference.get('p99'))} "
+            f"| {_n(best.get('us_per_delivery'), 1)}, {_ms(best.get('p99'))} "
+            f"| {result.get('stopped', '')} | {result.get('peak_load_core', 0):.0%} |"
+        )
+    return lines
+
+
+def _idle_table(results: dict[str, Any]) -> list[str]:
+    peers = results["peers"]
+    base = peers.get(BASE, {}).get("scenarios", {}).get("idle-memory", {})
+    lines = [
+        "| peer | live connections | KiB per connection (PSS) | x livefeed "
+        "| KiB per connection (RSS) | server PSS before → after (MiB) | subscribed/s |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for peer in _ordered(results):
+        result = peer.get("scenarios", {}).get("idle-memory")
+        if result is None or "error" in result:
+            if result is not None:
+                lines.append(f"| {peer['label']} | error: {_cell(result['error'])} ||||||")
+            continue
+        lines.append(
+            f"| {peer['label']} | {_n(result['live'])} | {_n(result['kib_per_connection'], 1)} "
+            f"| {_ratio(result['kib_per_connection'], base.get('kib_per_connection'))} "
+            f"| {_n(result['rss_kib_per_connection'], 1)} "
+            f"| {result['pss_before_kib'] / 1024:,.0f} → {result['pss_after_kib'] / 1024:,.0f} "
+            f"| {_n(result['connect']['rate'])} |"
+        )
+    return lines
+
+
+def _connect_table(results: dict[str, Any]) -> list[str]:
+    peers = results["peers"]
+    base = peers.get(BASE, {}).get("scenarios", {}).get("connect-rate", {})
+    base_rate = base.get("connect", {}).get("rate")
+    lines = [
+        "| peer | subscribed | subscribed/s | x livefeed | server CPU µs per connection "
+        "| server core | load core | failures |",
+        "|---|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for peer in _ordered(results):
+        result = peer.get("scenarios", {}).get("connect-rate")
+        if result is None or "error" in result:
+            if result is not None:
+                lines.append(f"| {peer['label']} | error: {_cell(result['error'])} ||||")
+            continue
+        connect = result["connect"]
+        failures = f"{connect['failed']}" + (
+            f" ({'; '.join(connect['reasons'])})" if connect["failed"] else ""
+        )
+        rate = ("≥ " if result.get("bounded_by_load") else "") + _n(connect["rate"])
+        if result.get("other", 0) > OTHER_LIMIT:
+            rate += f" (noisy: {result['other']:.2f} cores of other work)"
+        lines.append(
+            f"| {peer['label']} | {connect['ready']:,} / {connect['wanted']:,} "
+            f"| {rate} | {_ratio(connect['rate'], base_rate)} "
+            f"| {_n(result.get('us_per_connect'))} | {result.get('server_util', 0):.0%} "
+            f"| {result.get('load_core_busy', 0):.0%} | {failures} |"
+        )
+    return lines
+
+
+def _steps_appendix(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Every step",
+        "",
+        "Target and measured deliveries/s, loss, latency (ms), the server processes' CPU"
+        " (cores) and their CPU µs per delivery, the server core's whole use (softirq"
+        " included), the generator's own CPU, the whole load core's, and other processes'.",
+        "",
+    ]
+    for peer in _ordered(results):
+        for name in SCENARIOS:
+            result = peer.get("scenarios", {}).get(name)
+            if not result or not result.get("steps"):
+                continue
+            lines += [
+                f"<details><summary>{peer['label']}: {name} "
+                f"({result.get('date') or peer.get('date', '')})</summary>",
+                "",
+                "| target/s | delivered/s | loss | p50 | p90 | p99 | max | server | µs/deliv "
+                "| server core | generator | load core | other | verdict |",
+                "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+            ]  # fmt: skip
+            for step in result["steps"]:
+                lines.append(
+                    f"| {_n(step['target'])} | {_n(step['per_second'])} | {step['loss']:.2%} "
+                    f"| {_ms(step['p50'])} | {_ms(step['p90'])} | {_ms(step['p99'])} "
+                    f"| {_ms(step['max'])} | {step['server_util']:.2f} "
+                    f"| {_n(step['us_per_delivery'], 1)} | {step.get('server_core_busy', 0):.0%} "
+                    f"| {step['generator_util']:.0%} | {step['load_core_busy']:.0%} "
+                    f"| {step.get('other', 0):.2f} | {step['verdict']}"
+                    f"{' (noisy)' if step.get('noisy') and step['verdict'] == 'clean' else ''} |"
+                )
+            lines += ["", "</details>", ""]
+    return lines
+
+
+def _versions(results: dict[str, Any]) -> list[str]:
+    lines = ["## Versions", "", "| peer | run | versions |", "|---|---|---|"]
+    for peer in _ordered(results):
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(peer.get("versions", {}).items()))
+        lines.append(f"| {peer['label']} | {peer.get('date', '—')} ({peer.get('mode', '—')}) "
+                     f"| {versions or peer.get('missing', '')} |")  # fmt: skip
+    return lines
+
+
+def _span(results: dict[str, Any]) -> str:
+    dates = sorted(
+        result.get("date") or peer["date"]
+        for peer in results["peers"].values()
+        for result in peer.get("scenarios", {}).values()
+        if result.get("date") or peer.get("date")
+    )
+    return f"{dates[0]} to {dates[-1]}" if dates else "?"
+
+
+def render(results: dict[str, Any]) -> str:
+    meta = results.get("meta", {})
+    plan = meta.get("plan", {})
+    lines = [
+        "# livefeed benchmark results",
+        "",
+        "Generated by `benchmarks/run` (see benchmarks/README.md for what each figure means);"
+        " do not edit by hand.",
+        "",
+        f"- Measured {_span(results)} (last run {meta.get('date', '?')}), mode "
+        f"`{meta.get('mode', '?')}` ({plan.get('step_seconds', '?')} s per step); each"
+        " scenario's date is in its step table below",
+        f"- Machine: {meta.get('cpu', '?')}, {meta.get('memory_gib', '?')} GiB, "
+        f"{meta.get('os', '?')}, Linux {meta.get('kernel', '?')}",
+        f"- Pinning: {meta.get('pinning', '?')}; every server is one process "
+        "(two in scale-out) with its Redis backend on",
+        f"- Redis {meta.get('redis', '?')} (the suite's own), generator on Python "
+        f"{meta.get('python', '?')} with {meta.get('generator_loop', '?')}",
+        "- A step is clean when loss ≤ 0.1 %, p99 ≤ 1 s, the server used ≤ 95 % of its core,"
+        " and no connection was dropped; the figure is the highest clean step. `≥` marks a"
+        " figure bounded by the ladder's top or by the load core (generator + publisher +"
+        " Redis > 90 %), not by the server.",
+        "- Events are ~350 bytes of JSON; each peer is fed through its own Redis path. The"
+        " Python peers run on one uvicorn process with uvloop, httptools and the"
+        " `websockets-sansio` protocol (as livefeed's server does), logs at warning.",
+        "",
+    ]
+    for name in SCENARIOS:
+        lines += [f"## {_TITLES[name]}", ""]
+        if name == "idle-memory":
+            lines += _idle_table(results)
+        elif name == "connect-rate":
+            lines += _connect_table(results)
+        else:
+            lines += _ladder_table(name, results)
+        lines.append("")
+    lines += [*_versions(results), "", *_steps_appendix(results)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,129 @@
+"""The generator's frame handling, byte by byte: counting must be exact for loss figures."""
+
+from __future__ import annotations
+
+import random
+
+from benchmarks.wsclient import (
+    Dialect,
+    State,
+    Subscriber,
+    _reframe,
+    client_frame,
+    parse_frames,
+    read_timestamp,
+)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def abort(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+
+def _subscriber(dialect: Dialect = Dialect.PLAIN, *, probe: bool = False) -> Subscriber:
+    latencies: list[float] = []
+    sub = Subscriber(
+        "127.0.0.1:1", "/ws?tools=bench", dialect, "bench",
+        acks=True, probe=probe, on_ready=lambda _s: None, latencies=latencies,
+    )  # fmt: skip
+    sub.connection_made(_Transport())  # type: ignore[arg-type]
+    return sub
+
+
+def _feed(sub: Subscriber, data: bytes, chunks: list[int]) -> None:
+    """Deliver ``data`` split at ``chunks`` sizes, as recv() would."""
+    pos = 0
+    for size in chunks:
+        piece = data[pos : pos + size]
+        pos += size
+        buffer = sub.get_buffer(len(piece))
+        buffer[: len(piece)] = piece
+        sub.buffer_updated(len(piece))
+    assert pos >= len(data)
+
+
+def _upgrade() -> bytes:
+    return b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+
+
+def _events(count: int, size: int) -> bytes:
+    return b"".join(_reframe(1, b"x" * size) for _ in range(count))
+
+
+def test_parse_frames_keeps_the_incomplete_tail() -> None:
+    data = _reframe(1, b"hello") + _reframe(1, b"y" * 300)
+    frames, rest = parse_frames(data[:-10])
+    assert frames == [(1, b"hello")]
+    assert rest == data[7:-10]
+
+
+def test_client_frames_are_masked_with_the_length() -> None:
+    frame = client_frame(b"40")
+    assert frame[0] == 0x81 and frame[1] == 0x82 and frame[-2:] == b"40"
+
+
+def test_read_timestamp() -> None:
+    assert read_timestamp(b'{"body":"@t=1764040000.123456 lorem"}') == 1764040000.123456
+    assert read_timestamp(b'{"body":"no stamp"}') is None
+
+
+def test_counting_is_exact_whatever_the_chunking() -> None:
+    rng = random.Random(7)
+    handshake = (
+        _upgrade()
+        + _reframe(1, b'{"type":"welcome"}')
+        + _reframe(1, b'{"type":"subscribed","tool":"bench"}')
+    )
+    events = _events(200, 354) + _events(50, 70_000) + _events(30, 20)
+    for _ in range(50):
+        sub = _subscriber()
+        data = handshake + events
+        chunks = []
+        while sum(chunks) < len(data):
+            chunks.append(rng.choice([1, 2, 3, 7, 100, 354, 356, 4096, 65536]))
+        _feed(sub, data, chunks)
+        assert sub.state is State.READY
+        assert sub.count == 280
+
+
+def test_pings_are_answered_not_counted() -> None:
+    sub = _subscriber()
+    _feed(sub, _upgrade() + _reframe(1, b'{"type":"subscribed"}'), [1000])
+    data = _events(3, 354) + _reframe(9, b"hb") + _events(2, 354)
+    _feed(sub, data, [len(data) - 1, 1])
+    assert sub.count == 5
+    transport = sub._transport
+    assert isinstance(transport, _Transport)
+    assert transport.written[-1] == client_frame(b"hb", 0xA)
+
+
+def test_socketio_handshake_and_engineio_pings() -> None:
+    sub = _subscriber(Dialect.SOCKETIO)
+    transport = sub._transport
+    assert isinstance(transport, _Transport)
+    _feed(sub, _upgrade() + _reframe(1, b'0{"sid":"a","pingInterval":25000}'), [1000])
+    assert transport.written[-1] == client_frame(b"40")
+    _feed(sub, _reframe(1, b'40{"sid":"b"}'), [100])
+    assert transport.written[-1] == client_frame(b'42["subscribe","bench"]')
+    data = _reframe(1, b'42["subscribed","bench"]') + _reframe(1, b'42["story",{}]') * 4
+    data += _reframe(1, b"2") + _reframe(1, b'42["story",{}]')
+    _feed(sub, data, [30, 5, 1000])
+    assert sub.count == 5
+    assert transport.written[-1] == client_frame(b"3")
+
+
+def test_probes_time_events() -> None:
+    sub = _subscriber(probe=True)
+    _feed(sub, _upgrade() + _reframe(1, b'{"type":"subscribed"}'), [1000])
+    _feed(sub, _reframe(1, b'{"body":"@t=1.5 x"}'), [5, 100])
+    assert sub.count == 1
+    assert sub._latencies is not None and sub._latencies[0] > 1.0
