@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from typing import Any, Protocol
 
 from uvicorn.protocols.utils import ClientDisconnected
@@ -131,6 +132,15 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         # Only without negotiated extensions (no compression) are shared frames valid.
         if getattr(self, "scope", None) is not None and not self.conn.extensions:
             self.scope["extensions"][EXTENSION] = self  # type: ignore[assignment]
+
+    def start_keepalive(self) -> None:
+        # The first ping at a random point of the interval, not a full interval after
+        # the handshake: connections opened together (a reconnect wave, a deploy) would
+        # otherwise be pinged together forever after, a burst of writes every interval
+        # in front of the events (it doubled the p99 at 20,000 deliveries/s).
+        if self.ping_interval is not None and self.ping_interval > 0:
+            delay = random.uniform(0, self.ping_interval)
+            self.ping_timer = self.loop.call_later(delay, self.send_keepalive_ping)
 
     def send_receive_event_to_app(self) -> None:
         # uvicorn logs a client's invalid UTF-8 as an error with a traceback; it is bad
