@@ -366,7 +366,7 @@
         if (!wanted.has(ev.channel || ev.tool) || !opts.kinds.includes(ev.kind)) return;
         const li = list.add(ev, { fresh });
         showEmpty();
-        if (li && fresh && Date.now() > quietUntil) announce(ev);
+        if (li && fresh) announce(ev);
       };
       // Batched so that a burst is one message, not a queue of interruptions.
       const announce = (ev) => {
@@ -391,7 +391,8 @@
       };
 
       const listeners = {
-        event: (ev) => add(ev, true),
+        // Events during the quiet window are the history replay: listed, not highlighted.
+        event: (ev) => add(ev, Date.now() > quietUntil),
         presence: (p) => wanted.has(p.tool) && showPresence(),
         state: showState,
         subscribed: (f) => { if (wanted.has(f.tool)) quietUntil = Date.now() + 1500; },
