@@ -4,11 +4,12 @@
   check, XADD with exact trimming, and PUBLISH, for every tool and the firehose,
   atomically. Commands are never retried by the client library: a retried script
   could store a batch twice.
-* Live events arrive on ONE pub/sub connection per process, one Redis channel per
-  livefeed channel that has local subscribers. A supervisor task owns it: it reads,
-  pings when idle to notice a dead peer, and on any failure reports the outage,
-  backs off with full jitter, reconnects, re-subscribes every held channel and
-  reports recovery (the hub then catches up from history).
+* Live events arrive on ONE pub/sub connection per process (the live link,
+  brokers/redis_link.py), one Redis channel per livefeed channel that has local
+  subscribers. A supervisor task owns it: it pings when the link is idle to notice
+  a dead peer, and on any failure reports the outage, backs off with full jitter,
+  reconnects, re-subscribes every held channel and reports recovery (the hub then
+  catches up from history).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -44,6 +44,7 @@ from livefeed.brokers.redis_layout import (
     presence_args,
     publish_args,
 )
+from livefeed.brokers.redis_link import Endpoint, LinkError, LiveLink
 from livefeed.envelope import Event
 from livefeed.errors import Unavailable
 from livefeed.events import PreparedBatch
@@ -92,9 +93,7 @@ class RedisBroker(Broker, PresenceStore):
         self._history_size = history_size
         self._idempotency_ttl = idempotency_ttl
         self._redis = connect(url, socket_timeout=5.0)
-        # Pub/sub reads block for as long as the channel is quiet: no socket timeout;
-        # liveness comes from the idle ping in _read_until_failure.
-        self._pubsub_redis = connect(url)
+        self._endpoint = Endpoint.from_url(url)
         self._publish_script = self._redis.register_script(PUBLISH_LUA)
         self._since_script = self._redis.register_script(SINCE_LUA)
         self._presence_write = self._redis.register_script(PRESENCE_WRITE_LUA)
@@ -103,7 +102,7 @@ class RedisBroker(Broker, PresenceStore):
         self._live: set[str] = set()  # channels Redis confirmed on the current link
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._resubscribing: set[str] = set()  # held channels not yet confirmed after connect
-        self._pubsub: PubSub | None = None
+        self._link: LiveLink | None = None
         self._connected = False
         self._supervisor: asyncio.Task[None] | None = None
         self.reconnects = 0
@@ -124,9 +123,8 @@ class RedisBroker(Broker, PresenceStore):
         for futures in self._waiters.values():
             for future in futures:
                 future.cancel()
-        for client in (self._redis, self._pubsub_redis):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.aclose(), CLOSE_WITHIN)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._redis.aclose(), CLOSE_WITHIN)
 
     async def ping(self) -> None:
         try:
@@ -199,10 +197,9 @@ class RedisBroker(Broker, PresenceStore):
         future = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(future)
         try:
-            if self._pubsub is not None:
-                # On failure the supervisor reconnects and subscribes every held channel.
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.subscribe(self._layout.channel(channel))
+            if self._link is not None:
+                # If the link fails first, the supervisor re-subscribes every held channel.
+                self._link.subscribe(self._layout.channel(channel))
             await future
         finally:
             waiting = self._waiters.get(channel, [])
@@ -213,9 +210,8 @@ class RedisBroker(Broker, PresenceStore):
         self._held.discard(channel)
         self._live.discard(channel)
         self._settle(channel)
-        if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.unsubscribe(self._layout.channel(channel))
+        if self._link is not None:
+            self._link.unsubscribe(self._layout.channel(channel))
 
     def _set_connected(self, connected: bool) -> None:
         if connected != self._connected:
@@ -230,7 +226,7 @@ class RedisBroker(Broker, PresenceStore):
             started = loop.time()
             try:
                 await self._read_until_failure()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (LinkError, TimeoutError) as exc:
                 log.warning("redis live link failed: %s", exc or type(exc).__name__)
             except Exception:  # a bug here must not end live delivery for good
                 log.exception("redis reader crashed; reconnecting")
@@ -241,44 +237,40 @@ class RedisBroker(Broker, PresenceStore):
             await asyncio.sleep(backoff.next_delay())
 
     async def _read_until_failure(self) -> None:
-        pubsub = self._pubsub_redis.pubsub()
+        link = await LiveLink.open(self._endpoint, self._deliver, self._on_subscribed, CLOSE_WITHIN)
         try:
-            await pubsub.ping()  # connects; raises if Redis is away
-            self._pubsub = pubsub
+            self._link = link
             self._resubscribing = set(self._held)
             if self._resubscribing:
-                await pubsub.subscribe(*(self._layout.channel(c) for c in self._resubscribing))
+                link.subscribe(*(self._layout.channel(c) for c in self._resubscribing))
             else:
                 self._set_connected(True)
-            await self._read(pubsub)
+            raise await self._watch(link)
         finally:
-            self._pubsub = None
+            self._link = None
             self._live.clear()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), CLOSE_WITHIN)  # type: ignore[no-untyped-call]
+            link.close()
 
-    async def _read(self, pubsub: PubSub) -> None:
+    @staticmethod
+    async def _watch(link: LiveLink) -> LinkError:
+        """Ping the link when it has been quiet; return why it ended."""
         loop = asyncio.get_running_loop()
-        last_traffic = loop.time()
         ping_sent: float | None = None
-        while True:
-            message = await pubsub.get_message(timeout=1.0)
+        while not link.closed.done():
+            await asyncio.wait([link.closed], timeout=1.0)
             now = loop.time()
-            if message is None:
-                if ping_sent is not None and now - ping_sent > PONG_DEADLINE:
-                    raise TimeoutError("Redis did not answer a ping on the pub/sub link")
-                if ping_sent is None and now - last_traffic > IDLE_PING_AFTER:
-                    await pubsub.ping()
-                    ping_sent = now
-                continue
-            last_traffic, ping_sent = now, None
-            kind = message["type"]
-            if kind == "message":
-                self._deliver(message["channel"], message["data"])
-            elif kind == "subscribe":
-                channel = self._layout.channel_name(message["channel"])
-                if channel is not None and channel in self._held:
-                    self._confirm(channel)
+            if ping_sent is not None and link.last_traffic < ping_sent:
+                if now - ping_sent > PONG_DEADLINE:
+                    return LinkError("Redis did not answer a ping on the live link")
+            elif now - link.last_traffic > IDLE_PING_AFTER:
+                link.ping()
+                ping_sent = now
+        return link.closed.result()
+
+    def _on_subscribed(self, redis_channel: bytes) -> None:
+        channel = self._layout.channel_name(redis_channel)
+        if channel is not None and channel in self._held:
+            self._confirm(channel)
 
     def _confirm(self, channel: str) -> None:
         self._live.add(channel)
@@ -291,7 +283,7 @@ class RedisBroker(Broker, PresenceStore):
         """Count ``channel`` as done re-subscribing; the link is up once all are."""
         if channel in self._resubscribing:
             self._resubscribing.discard(channel)
-            if not self._resubscribing and self._pubsub is not None:
+            if not self._resubscribing and self._link is not None:
                 self._set_connected(True)
 
     def _deliver(self, redis_channel: bytes, data: bytes) -> None:
