@@ -44,11 +44,29 @@ class _Waiter:
             self.future.set_result(True)
 
 
+def probe_indices(size: int, probes: int) -> frozenset[int]:
+    """``probes`` connection indices spread evenly over ``size``.
+
+    Index ``i * stride + i``: the extra ``+ i`` moves each probe on by one tool and one
+    endpoint (both assigned round robin), so that probes also cover many tools and
+    every server rather than landing on the same one each stride. Too few connections
+    to spread them (a smoke run): the first ones.
+    """
+    probes = min(probes, size)
+    stride = size // probes if probes else 0
+    if stride <= probes:
+        return frozenset(range(probes))
+    return frozenset(i * stride + i for i in range(probes))
+
+
 class Fleet:
     """N subscribers over ``tools`` (round robin) and ``endpoints`` (round robin).
 
-    The first ``probes`` connections are probes: they parse every frame and record
-    publish-to-receive latency; the rest only count frames.
+    ``probes`` connections, spread evenly over the connection order, are probes: they
+    parse every frame and record publish-to-receive latency; the rest only count
+    frames. Spread, because a server writes an event to its subscribers one after the
+    other, usually in the order they came: probes opened first would only ever see
+    the head of each fan-out, and the p99 would flatter whoever writes in that order.
     """
 
     def __init__(
@@ -62,7 +80,8 @@ class Fleet:
         probes: int,
     ) -> None:
         self.endpoints, self.tools, self.dialect = list(endpoints), list(tools), dialect
-        self.acks, self.size, self.probes = acks, size, min(probes, size)
+        self.acks, self.size = acks, size
+        self.probe_indices = probe_indices(size, probes)
         self.subscribers: list[Subscriber] = []
         self.latencies: list[float] = []
 
@@ -117,7 +136,7 @@ class Fleet:
         waiter = _Waiter()
         endpoint = self.endpoints[index % len(self.endpoints)]
         tool = self.tool_of(index)
-        probe = index < self.probes
+        probe = index in self.probe_indices
         subscriber = Subscriber(
             f"127.0.0.1:{endpoint.port}",
             endpoint.path_for(tool),
