@@ -112,6 +112,93 @@ def _ladder_table(name: str, results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _targets_table(results: dict[str, Any]) -> list[str]:
+    """livefeed against the performance issue's targets, each a ratio within this run."""
+
+    def scenario(peer: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = results["peers"].get(peer, {}).get("scenarios", {}).get(name)
+        return result if result and "error" not in result else {}
+
+    def best(peer: str) -> tuple[float | None, bool]:
+        result = scenario(peer, "fanout-1000")
+        rate = (result.get("best") or {}).get("per_second")
+        return rate, bool(result.get("top_reached") or result.get("bounded_by_load"))
+
+    def ref(peer: str, name: str, field: str) -> float | None:
+        value: float | None = (scenario(peer, name).get("reference") or {}).get(field)
+        return value
+
+    def verdict(ok: bool | None) -> str:
+        return "—" if ok is None else "met" if ok else "**missed**"
+
+    rows: list[tuple[str, str, bool | None]] = []
+    (own, own_top), (nchan, nchan_top) = best(BASE), best("nchan")
+    if own and nchan:
+        tie = " (both at the ladder's top: a lower bound each)" if own_top and nchan_top else ""
+        rows.append(
+            (
+                "highest clean rate ≥ Nchan's",
+                f"{_n(own)} vs {_n(nchan)}/s{tie}",
+                own >= nchan or (own_top and nchan_top),
+            )
+        )
+    node, _ = best("socketio-node")
+    if own and node:
+        rows.append(
+            ("highest clean rate ≥ 1.5x Socket.IO's", f"{own / node:.2f}x", own >= 1.5 * node)
+        )
+    own_us, nchan_us = (
+        ref(BASE, "fanout-1000", "us_per_delivery"),
+        ref("nchan", "fanout-1000", "us_per_delivery"),
+    )
+    if own_us and nchan_us:
+        rows.append(
+            (
+                "CPU per delivery ≤ Nchan's @ 20,000/s",
+                f"{own_us:.1f} vs {nchan_us:.1f} µs",
+                own_us <= nchan_us,
+            )
+        )
+    p99 = ref(BASE, "fanout-1000", "p99")
+    if p99 is not None:
+        rows.append(("p99 ≤ 5 ms @ 20,000/s", f"{_ms(p99)} ms", p99 <= 0.005))
+    top_p99 = (scenario(BASE, "fanout-1000").get("best") or {}).get("p99")
+    if top_p99 is not None:
+        rows.append(
+            ("p99 ≤ 50 ms at the highest clean rate", f"{_ms(top_p99)} ms", top_p99 <= 0.05)
+        )
+    idle = scenario(BASE, "idle-memory").get("kib_per_connection")
+    if idle is not None:
+        rows.append(
+            (
+                "≤ 10 KB per idle subscribed connection",
+                f"{idle * 1.024:.1f} KB (PSS)",
+                idle * 1024 <= 10_000,
+            )
+        )
+    many = ref(BASE, "many-channels", "us_per_delivery")
+    if many and own_us:
+        nchan_many = ref("nchan", "many-channels", "us_per_delivery")
+        context = f"; Nchan's own: {nchan_many / nchan_us:.2f}x" if nchan_many and nchan_us else ""
+        rows.append(
+            (
+                "many channels ≤ 1.3x one channel, CPU per delivery",
+                f"{many:.1f} / {own_us:.1f} µs = {many / own_us:.2f}x{context}",
+                many <= 1.3 * own_us,
+            )
+        )
+    if not rows:
+        return []
+    lines = [
+        "## Targets",
+        "",
+        "| target (fan-out to 1,000 unless named) | this run | |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {figure} | {verdict(ok)} |" for name, figure, ok in rows]
+    return lines
+
+
 def _idle_table(results: dict[str, Any]) -> list[str]:
     peers = results["peers"]
     base = peers.get(BASE, {}).get("scenarios", {}).get("idle-memory", {})
@@ -225,6 +312,8 @@ def _span(results: dict[str, Any]) -> str:
 def render(results: dict[str, Any]) -> str:
     meta = results.get("meta", {})
     plan = meta.get("plan", {})
+    runs = plan.get("reference_runs", 1)
+    repeats = f"; the reference step {runs} times, medians" if runs > 1 else ""
     lines = [
         "# livefeed benchmark results",
         "",
@@ -232,7 +321,7 @@ def render(results: dict[str, Any]) -> str:
         " do not edit by hand.",
         "",
         f"- Measured {_span(results)} (last run {meta.get('date', '?')}), mode "
-        f"`{meta.get('mode', '?')}` ({plan.get('step_seconds', '?')} s per step); each"
+        f"`{meta.get('mode', '?')}` ({plan.get('step_seconds', '?')} s per step{repeats}); each"
         " scenario's date is in its step table below",
         f"- Machine: {meta.get('cpu', '?')}, {meta.get('memory_gib', '?')} GiB, "
         f"{meta.get('os', '?')}, Linux {meta.get('kernel', '?')}",
@@ -249,6 +338,7 @@ def render(results: dict[str, Any]) -> str:
         " `websockets-sansio` protocol (as livefeed's server does), logs at warning.",
         "",
     ]
+    lines += [*_targets_table(results), ""]
     for name in SCENARIOS:
         lines += [f"## {_TITLES[name]}", ""]
         if name == "idle-memory":

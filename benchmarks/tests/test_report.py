@@ -1,0 +1,84 @@
+"""How repeated reference steps are combined, and how the targets are judged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.report import render
+from benchmarks.scenarios import _median_step
+from benchmarks.session import Step
+
+
+def _step(us: float, p99: float, valid: bool = True) -> Step:
+    return Step(target=20_000, rate=20, us_per_delivery=us, p50=p99 / 4, p99=p99, valid=valid)
+
+
+def test_the_median_run_by_cost_with_each_latency_the_median_of_all_runs() -> None:
+    runs = [_step(9.0, 0.002), _step(7.0, 0.009), _step(8.0, 0.004)]
+    median = _median_step(runs)
+    assert median.us_per_delivery == 8.0
+    assert median.p99 == 0.004
+    assert median.p50 == 0.001
+
+
+def test_runs_the_load_side_limited_do_not_count() -> None:
+    runs = [_step(3.0, 0.001, valid=False), _step(7.0, 0.002), _step(9.0, 0.003)]
+    assert _median_step(runs).us_per_delivery == 7.0  # the lower of the two valid runs
+
+
+def test_a_single_run_is_returned_as_it_is() -> None:
+    only = _step(7.0, 0.002)
+    assert _median_step([only]) is only
+
+
+def _ladder_result(best: float, us: float, p99: float, top: bool = False) -> dict[str, Any]:
+    return {
+        "best": {"per_second": best, "p99": 0.02},
+        "reference": {"us_per_delivery": us, "p50": 0.001, "p99": p99},
+        "top_reached": top,
+        "steps": [],
+    }
+
+
+def test_the_targets_table_says_which_targets_this_run_met() -> None:
+    results = {
+        "meta": {},
+        "peers": {
+            "livefeed": {
+                "label": "livefeed",
+                "scenarios": {
+                    "fanout-1000": _ladder_result(300_000, 7.0, 0.003, top=True),
+                    "many-channels": _ladder_result(40_000, 21.0, 0.003),
+                    "idle-memory": {
+                        "kib_per_connection": 7.9,
+                        "rss_kib_per_connection": 8.0,
+                        "pss_before_kib": 30_000,
+                        "pss_after_kib": 110_000,
+                        "live": 10_000,
+                        "connect": {"rate": 1000},
+                        "seconds": 14,
+                    },
+                },
+            },
+            "nchan": {
+                "label": "Nchan",
+                "scenarios": {
+                    "fanout-1000": _ladder_result(300_000, 6.0, 0.01, top=True),
+                    "many-channels": _ladder_result(40_000, 15.0, 0.003),
+                },
+            },
+            "socketio-node": {
+                "label": "Socket.IO",
+                "scenarios": {"fanout-1000": _ladder_result(80_000, 15.0, 0.007)},
+            },
+        },
+    }
+    table = render(results).split("## Targets")[1].split("\n## ")[0]
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if "|" in line}
+    assert rows["highest clean rate ≥ Nchan's"].endswith("| met |")
+    assert "3.75x" in rows["highest clean rate ≥ 1.5x Socket.IO's"]
+    assert rows["CPU per delivery ≤ Nchan's @ 20,000/s"].endswith("| **missed** |")
+    assert rows["p99 ≤ 5 ms @ 20,000/s"].endswith("| met |")
+    assert rows["≤ 10 KB per idle subscribed connection"].endswith("| met |")
+    many = rows["many channels ≤ 1.3x one channel, CPU per delivery"]
+    assert "3.00x" in many and "Nchan's own: 2.50x" in many and many.endswith("| **missed** |")
