@@ -268,7 +268,9 @@ class Session:
     async def _join(self, tool: str, frame: protocol.Subscribe) -> None:
         since = parse_id(frame.since[tool]) if tool in frame.since else None
         page = await self._hub.join(tool, self, frame.history, since)
-        subscription = self._subscriptions[tool]
+        subscription = self._subscriptions.get(tool)
+        if subscription is None:  # the connection ended while joining: end() has left
+            return
         self._presence.join(tool, self.handle)
         self._subscription_gauge.inc()
         subscription.counted = True
