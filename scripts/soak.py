@@ -281,8 +281,16 @@ class Soak:
             "repeated": repeated,
             "out_of_order": disorder,
             "server_tracebacks": log.count("Traceback"),
+            "server_error_lines": _error_lines(log),
             "rss_kib_over_time": [(round(t), kib) for t, kib in self.memory],
         }
+
+
+def _error_lines(log: str, limit: int = 40) -> list[str]:
+    """The log's error and warning lines and tracebacks, so that a report says what
+    went wrong (the logs themselves go with the work directory)."""
+    wanted = ("ERROR", "WARNING", "Traceback", "Error", "  File ")
+    return [line for line in log.splitlines() if any(w in line for w in wanted)][:limit]
 
 
 def main() -> int:
