@@ -52,5 +52,13 @@ def start_server() -> Iterator[StartServer]:
         return server.start(ready_path)
 
     yield start
+    # Stop every server before failing on one: a traceback in the first server's log
+    # must not leave the others running.
+    failures = []
     for server in started:
-        server.stop()
+        try:
+            server.stop()
+        except AssertionError as failure:
+            failures.append(failure)
+    if failures:
+        raise failures[0]
