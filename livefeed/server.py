@@ -19,9 +19,7 @@ from livefeed.transports.direct import DirectWebSocketProtocol
 
 DRAIN_SECONDS = 4.0  # waiting for clients to answer our 1001 close
 GRACE_SECONDS = 4  # then uvicorn's own wait for connections and tasks
-# Closed connections hold reference cycles that only a full collection frees; with
-# the raised thresholds in run() one came too rarely, and RSS grew with churn
-# (14 MB per 100 s in the soak) instead of levelling off.
+# Closed connections hold reference cycles only a full collection frees (see run()).
 FULL_COLLECTION_EVERY = 30.0  # seconds
 _TICK = 0.1  # uvicorn's main loop calls on_tick this often
 
@@ -73,8 +71,9 @@ def build(settings: Settings, configure_logging: bool = True) -> _Server:
 def run(settings: Settings) -> int:
     # A young-generation collection every 700 allocations (the default) walks the
     # connections' objects over and over: Python's thresholds cost 15-20 % more CPU
-    # per delivery in the benchmark. Raised, full collections all but stop, so the
-    # server runs one itself every FULL_COLLECTION_EVERY (see _Server.on_tick).
+    # per delivery in the benchmark. Raised, full collections all but stop, and RSS
+    # grew with churn (14 MB per 100 s in the soak), so the server runs one itself
+    # every FULL_COLLECTION_EVERY (see _Server.on_tick).
     # Start-up objects are kept out of every collection (gc.freeze).
     gc.set_threshold(50_000, 20, 20)
     gc.collect()

@@ -226,7 +226,7 @@ class RedisBroker(Broker, PresenceStore):
             started = loop.time()
             try:
                 await self._read_until_failure()
-            except (LinkError, TimeoutError) as exc:
+            except LinkError as exc:  # how open() and _watch() report every failure
                 log.warning("redis live link failed: %s", exc or type(exc).__name__)
             except Exception:  # a bug here must not end live delivery for good
                 log.exception("redis reader crashed; reconnecting")
