@@ -11,6 +11,7 @@ import gc
 import socket
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from livefeed import logs
 from livefeed.app import Runtime, create_app
@@ -19,20 +20,23 @@ from livefeed.transports.direct import DirectWebSocketProtocol
 
 DRAIN_SECONDS = 4.0  # waiting for clients to answer our 1001 close
 GRACE_SECONDS = 4  # then uvicorn's own wait for connections and tasks
-# Closed connections hold reference cycles only a full collection frees (see run()).
-FULL_COLLECTION_EVERY = 30.0  # seconds
-_TICK = 0.1  # uvicorn's main loop calls on_tick this often
+
+
+class _HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, minus the reference cycle it leaves behind each
+    WebSocket upgrade: its parser holds bound methods of the protocol, and uvicorn
+    drops the parser only in ``connection_lost``, which an upgraded connection's HTTP
+    protocol never gets (the WebSocket protocol takes the transport)."""
+
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        self.parser = None  # type: ignore[assignment]
 
 
 class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
         super().__init__(config)
         self._runtime = runtime
-
-    async def on_tick(self, counter: int) -> bool:
-        if counter and counter % round(FULL_COLLECTION_EVERY / _TICK) == 0:
-            gc.collect()
-        return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -53,6 +57,7 @@ def build(settings: Settings, configure_logging: bool = True) -> _Server:
         app,
         host=settings.host,
         port=settings.port,
+        http=_HttpProtocol,
         ws=DirectWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.heartbeat,
@@ -71,9 +76,9 @@ def build(settings: Settings, configure_logging: bool = True) -> _Server:
 def run(settings: Settings) -> int:
     # A young-generation collection every 700 allocations (the default) walks the
     # connections' objects over and over: Python's thresholds cost 15-20 % more CPU
-    # per delivery in the benchmark. Raised, full collections all but stop, and RSS
-    # grew with churn (14 MB per 100 s in the soak), so the server runs one itself
-    # every FULL_COLLECTION_EVERY (see _Server.on_tick).
+    # per delivery in the benchmark. Raised, full collections all but stop, which is
+    # safe because a closed connection is freed by reference counting: the cycles it
+    # would leave are broken when it closes (tests/integration/test_connection_memory.py).
     # Start-up objects are kept out of every collection (gc.freeze).
     gc.set_threshold(50_000, 20, 20)
     gc.collect()

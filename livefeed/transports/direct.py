@@ -201,6 +201,12 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_outbox()
         super().connection_lost(exc)
+        # Cycles only a full garbage collection would free, broken now: the parser is a
+        # generator whose frame holds the websockets connection (waiting for an EOF a
+        # closed connection may never feed it), and a client's protocol error is kept
+        # with its traceback, which holds the parser's frame.
+        self.conn.parser.close()
+        self.conn.parser_exc = None
 
     @property
     def direct_open(self) -> bool:
@@ -241,7 +247,6 @@ class DirectOutbox:
 
     __slots__ = (
         "_clear",
-        "_closed",
         "_drained",
         "_max_bytes",
         "_max_frames",
@@ -253,7 +258,10 @@ class DirectOutbox:
     )
 
     def __init__(self, protocol: DirectWebSocketProtocol, max_frames: int, max_bytes: int) -> None:
-        self._protocol = protocol
+        # None once stopped. Dropping it breaks the one cycle a connection's objects
+        # form (protocol -> outbox -> protocol), so a closed connection is freed by
+        # reference counting, not left for a full garbage collection.
+        self._protocol: DirectWebSocketProtocol | None = protocol
         self._write = protocol.transport.write
         self._max_frames = max_frames
         self._max_bytes = max_bytes
@@ -261,13 +269,12 @@ class DirectOutbox:
         self._waiting: list[bytes] = []  # what the backed-up socket could not take yet
         self._waiting_frames = 0
         self._waiting_bytes = 0
-        self._closed = False
         self._drained: asyncio.Event | None = None  # made only if a replay has to wait
         protocol.outbox = self
 
     @property
     def closed(self) -> bool:
-        return self._closed or not self._protocol.direct_open
+        return self._protocol is None or not self._protocol.direct_open
 
     def send_batch(self, batch: Batch) -> None:
         if self._clear:
@@ -291,14 +298,15 @@ class DirectOutbox:
         pass  # WebSocket clients track the ids of the events they receive
 
     def _hold(self, data: bytes, frames: int) -> None:
-        if self._closed or not self._protocol.direct_open:
+        protocol = self._protocol
+        if protocol is None or not protocol.direct_open:
             return
         self._waiting.append(data)
         self._waiting_frames += frames
         self._waiting_bytes += len(data)
         if (
             self._waiting_frames >= self._max_frames
-            or self._waiting_bytes + self._protocol.direct_buffered() >= self._max_bytes
+            or self._waiting_bytes + protocol.direct_buffered() >= self._max_bytes
         ):
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: too many frames unsent")
 
@@ -308,29 +316,31 @@ class DirectOutbox:
         self._clear = False
 
     def resumed(self) -> None:
-        if self._closed:
+        protocol = self._protocol
+        if protocol is None:
             return
         if self._waiting:
             waiting = self._waiting
             self._waiting, self._waiting_frames, self._waiting_bytes = [], 0, 0
             self._write(b"".join(waiting))
-        self._clear = self._protocol.direct_open and not self._protocol.direct_paused
+        self._clear = protocol.direct_open and not protocol.direct_paused
         if self._drained is not None:
             self._drained.set()
 
     def stop(self) -> None:
         """The connection is closing: write nothing more."""
         self._clear = False
-        self._closed = True
+        self._protocol = None
         self._waiting, self._waiting_frames, self._waiting_bytes = [], 0, 0
         if self._drained is not None:
             self._drained.set()
 
     def close(self, code: int, reason: str) -> None:
-        if not self._closed:
+        protocol = self._protocol
+        if protocol is not None:
             count_close(code)
             self.stop()
-            self._protocol.direct_close(code, reason)
+            protocol.direct_close(code, reason)
 
     async def drain(self, below: int) -> None:
         while self._waiting_frames >= below and not self.closed:

@@ -3,7 +3,6 @@ harms nothing else. The server runs in this process so a fault can be planted in
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,12 +10,11 @@ import httpx
 import pytest
 
 from livefeed.config import Settings
-from livefeed.server import build
 from livefeed.session import Session
 from tests.support.clients import WsClient, publish_ok, story
 from tests.support.ports import free_port
-from tests.support.server import PUBLISH_KEY
-from tests.support.timing import TIMEOUT, async_wait_until
+from tests.support.server import PUBLISH_KEY, serve_in_process
+from tests.support.timing import TIMEOUT
 
 
 @pytest.fixture
@@ -29,16 +27,9 @@ async def in_process_server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[st
         await original(self, text)
 
     monkeypatch.setattr(Session, "handle_frame", faulty)
-    port = free_port()
-    server = build(
-        Settings(port=port, publish_keys=(PUBLISH_KEY,), log_level="warning"),
-        configure_logging=False,
-    )
-    serving = asyncio.create_task(server.serve())
-    await async_wait_until(lambda: server.started, what="the in-process server")
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    await asyncio.wait_for(serving, TIMEOUT)
+    settings = Settings(port=free_port(), publish_keys=(PUBLISH_KEY,), log_level="warning")
+    async with serve_in_process(settings) as address:
+        yield address
 
 
 async def test_a_handler_error_closes_only_that_connection_with_1011(

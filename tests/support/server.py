@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+from livefeed.config import Settings
+from livefeed.server import build
 from tests.support.ports import free_port
-from tests.support.timing import TIMEOUT, wait_until
+from tests.support.timing import TIMEOUT, async_wait_until, wait_until
 
 PUBLISH_KEY = "test-publish-key"
 
@@ -125,3 +130,17 @@ class ServerProcess:
         self.log_path.unlink(missing_ok=True)
         if not self.expect_tracebacks and "Traceback" in log:
             raise AssertionError(f"the server logged a traceback:\n{log[-4000:]}")
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(settings: Settings) -> AsyncIterator[str]:
+    """``livefeed serve``'s uvicorn server run in the test's own event loop, for tests
+    that plant a fault in it or look at its objects; yields ``host:port``."""
+    server = build(settings, configure_logging=False)
+    serving = asyncio.create_task(server.serve())
+    await async_wait_until(lambda: server.started, what="the in-process server")
+    try:
+        yield f"{settings.host}:{settings.port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, TIMEOUT)
