@@ -1,8 +1,10 @@
-"""Where the latency probes sit among the subscribers."""
+"""Where the latency probes sit among the subscribers, and when the others wake."""
 
 from __future__ import annotations
 
-from benchmarks.fleet import probe_indices
+import pytest
+
+from benchmarks.fleet import probe_indices, wake_threshold
 
 
 def test_probes_spread_over_the_whole_connection_order() -> None:
@@ -21,3 +23,15 @@ def test_probes_cover_distinct_tools_and_every_server() -> None:
 def test_too_few_connections_to_spread_take_the_first() -> None:
     assert probe_indices(20, 5) == frozenset(range(5))
     assert probe_indices(3, 5) == frozenset(range(3))
+
+
+def test_counting_connections_wake_at_staggered_thresholds() -> None:
+    thresholds = [wake_threshold(index, 1000, 16384) for index in range(1000)]
+    assert min(thresholds) == 8192 and max(thresholds) < 3 * 8192
+    # ~350-byte events: the connections' wake-ups spread over ~47 distinct events
+    assert len({threshold // 350 for threshold in thresholds}) >= 45
+    assert sum(thresholds) / 1000 == pytest.approx(16384, rel=0.01)
+
+
+def test_a_threshold_of_one_byte_wakes_everyone() -> None:
+    assert {wake_threshold(index, 1000, 1) for index in range(1000)} == {1}
