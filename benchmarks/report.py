@@ -33,7 +33,8 @@ def _n(value: float | None, digits: int = 0) -> str:
 def _ms(seconds: float | None) -> str:
     if seconds is None:
         return "—"
-    return f"{seconds * 1000:,.1f}" if seconds < 10 else f"{seconds:,.0f} s"
+    # Always milliseconds (callers and column heads say "ms"); whole ones past 10 s.
+    return f"{seconds * 1000:,.1f}" if seconds < 10 else f"{seconds * 1000:,.0f}"
 
 
 def _ratio(value: float | None, base: float | None) -> str:
@@ -134,7 +135,8 @@ def _targets_table(results: dict[str, Any]) -> list[str]:
     rows: list[tuple[str, str, bool | None]] = []
     (own, own_top), (nchan, nchan_top) = best(BASE), best("nchan")
     if own and nchan:
-        tie = " (both at the ladder's top: a lower bound each)" if own_top and nchan_top else ""
+        # ≥ figures: the ladder's top or the load side stopped them, not the server.
+        tie = " (each a lower bound, ≥)" if own_top and nchan_top else ""
         rows.append(
             (
                 "highest clean rate ≥ Nchan's",
