@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Any, Protocol
 
 from uvicorn.protocols.utils import ClientDisconnected
@@ -30,6 +29,7 @@ from livefeed.envelope import Batch, Event
 from livefeed.history import IdKey
 from livefeed.protocol import CloseCode, ws_text_frame
 from livefeed.session import count_close
+from livefeed.transports.keepalive import PING_FRAME, Keepalive
 
 log = logging.getLogger("livefeed.ws")
 
@@ -76,6 +76,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         self.direct_paused = False  # the transport's buffer is above its high-water mark
         self.outbox: DirectOutbox | None = None  # set once the app took the direct path
         self.receiver: Receiver | None = None  # set once detached
+        self.ping_missed: int | None = None  # see Keepalive
+        self.keepalive_bucket: set[Any] | None = None
 
     def detach(self, receiver: Receiver) -> None:
         """From now on client frames and the end of the connection go to ``receiver``,
@@ -133,14 +135,38 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if getattr(self, "scope", None) is not None and not self.conn.extensions:
             self.scope["extensions"][EXTENSION] = self  # type: ignore[assignment]
 
+    # Keepalive: one timer for every connection of the server (see keepalive.py), not
+    # uvicorn's two timers and a fresh ping payload per connection.
+
+    def _keepalive(self) -> Keepalive:
+        keepalive: Keepalive | None = getattr(self.config, "livefeed_keepalive", None)
+        if keepalive is None:  # uvicorn gives every connection of a server the same config
+            assert self.ping_interval is not None
+            timeout = self.ping_timeout or 2 * self.ping_interval
+            keepalive = Keepalive(self.ping_interval, timeout)
+            self.config.livefeed_keepalive = keepalive  # type: ignore[attr-defined]
+        return keepalive
+
     def start_keepalive(self) -> None:
-        # The first ping at a random point of the interval, not a full interval after
-        # the handshake: connections opened together (a reconnect wave, a deploy) would
-        # otherwise be pinged together forever after, a burst of writes every interval
-        # in front of the events (it doubled the p99 at 20,000 deliveries/s).
         if self.ping_interval is not None and self.ping_interval > 0:
-            delay = random.uniform(0, self.ping_interval)
-            self.ping_timer = self.loop.call_later(delay, self.send_keepalive_ping)
+            self._keepalive().add(self)
+
+    def stop_keepalive(self) -> None:
+        super().stop_keepalive()
+        if self.keepalive_bucket is not None:
+            self._keepalive().remove(self)
+
+    def send_keepalive_ping(self) -> None:
+        if self.direct_open:
+            self.transport.write(PING_FRAME)
+
+    def handle_pong(self, event: Any) -> None:
+        self.ping_missed = None
+
+    def keepalive_timeout(self) -> None:
+        self.stop_keepalive()
+        self._stop_outbox()
+        super().keepalive_timeout()
 
     def send_receive_event_to_app(self) -> None:
         # uvicorn logs a client's invalid UTF-8 as an error with a traceback; it is bad
@@ -189,10 +215,6 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_parser_exception(self) -> None:
         self._stop_outbox()
         super().handle_parser_exception()
-
-    def keepalive_timeout(self) -> None:
-        self._stop_outbox()
-        super().keepalive_timeout()
 
     def shutdown(self) -> None:
         self._stop_outbox()
