@@ -47,6 +47,10 @@ http {{
         location ~ ^/sub/([a-z0-9._-]+)$ {{
             nchan_subscriber websocket;
             nchan_channel_id $1;
+            # Every server in the suite keeps its connections alive (livefeed and Socket.IO
+            # every 25 s, the uvicorn and websockets peers every 20 s); Nchan's default is
+            # no ping at all.
+            nchan_websocket_ping_interval 25;
         }}
         location ~ ^/pub/([a-z0-9._-]+)$ {{
             nchan_publisher;
