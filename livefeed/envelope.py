@@ -37,8 +37,7 @@ _STORY_TAIL = b',"kind":"story"'
 class Event:
     """One event on one channel, shared read-only by every local subscriber.
 
-    Encoded forms are computed at most once, on first use, because a process with
-    only SSE subscribers never needs the WebSocket frame and vice versa.
+    Encoded forms are computed at most once, on first use.
     """
 
     __slots__ = ("_text", "_ws_frame", "channel", "id", "key", "kind", "payload", "tool")
@@ -85,21 +84,16 @@ class Batch:
     shared by every subscriber of that channel. A burst becomes one write per
     WebSocket connection: the frames are joined once, for all of them."""
 
-    __slots__ = ("_ws_bytes", "events")
+    __slots__ = ("events", "ws_bytes")
 
     def __init__(self, events: list[Event]) -> None:
         self.events = events
-        self._ws_bytes: bytes | None = None
-
-    @property
-    def ws_bytes(self) -> bytes:
-        """Every event's WebSocket frame, back to back (joined once)."""
-        if self._ws_bytes is None:
-            if len(self.events) == 1:
-                self._ws_bytes = self.events[0].ws_frame
-            else:
-                self._ws_bytes = b"".join(event.ws_frame for event in self.events)
-        return self._ws_bytes
+        # Every event's WebSocket frame, back to back. Built here rather than on first
+        # use: an attribute read instead of a property call for each subscriber (2 % of
+        # the fan-out's CPU), for one frame header per event even on an SSE-only process.
+        self.ws_bytes = (
+            events[0].ws_frame if len(events) == 1 else b"".join(e.ws_frame for e in events)
+        )
 
     def __len__(self) -> int:
         return len(self.events)

@@ -56,6 +56,7 @@ class _Channel:
         "name",
         "pending",
         "ready",
+        "sinks",
         "tick",
         "waiters",
     )
@@ -63,6 +64,9 @@ class _Channel:
     def __init__(self, name: str) -> None:
         self.name = name
         self.live: dict[Subscriber, Callable[[Batch], None]] = {}  # subscriber -> its sink
+        # live's sinks for the fan-out (a tuple iterates faster than a dict), rebuilt
+        # lazily so that joining stays O(1) when thousands connect at once
+        self.sinks: tuple[Callable[[Batch], None], ...] | None = None
         self.tick: list[Event] = []  # fanned out in this pass, not yet handed to `live`
         self.pending: dict[Subscriber, list[Event]] = {}  # buffers while a replay is read
         self.ready: asyncio.Task[None] | None = None  # broker subscription + start cursor
@@ -158,7 +162,10 @@ class Hub:
             now = time.time()
             for event in batch.events:
                 metrics.LATENCY.observe(max(0.0, now - event.ts))
-        for sink in channel.live.values():
+        sinks = channel.sinks
+        if sinks is None:
+            sinks = channel.sinks = tuple(channel.live.values())
+        for sink in sinks:
             sink(batch)
 
     # Joining and leaving -----------------------------------------------------
@@ -210,6 +217,7 @@ class Hub:
         self._hand_over(channel)
         buffered = channel.pending.pop(subscriber)
         channel.live[subscriber] = subscriber.sink
+        channel.sinks = None
         return merge([], buffered, after), channel.last_key
 
     @staticmethod
@@ -228,7 +236,8 @@ class Hub:
         channel = self._channels.get(name)
         if channel is None:
             return
-        channel.live.pop(subscriber, None)
+        if channel.live.pop(subscriber, None) is not None:
+            channel.sinks = None
         channel.pending.pop(subscriber, None)
         if channel.empty():
             del self._channels[name]
