@@ -20,7 +20,13 @@ from typing import Any
 
 from benchmarks import loop, report
 from benchmarks.peers import ALL, BENCH_DIR, BY_NAME, Context, Peer
-from benchmarks.procs import LOAD_CORE, SERVER_CORE, pin_self, raise_fd_limit
+from benchmarks.procs import (
+    LOAD_CORE,
+    SERVER_CORE,
+    loopback_receive_on,
+    pin_self,
+    raise_fd_limit,
+)
 from benchmarks.redis_server import RedisServer
 from benchmarks.scenarios import PLANS, SCENARIOS, Plan, run_scenario
 
@@ -38,6 +44,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--record", action="store_true",
                         help="write benchmarks/RESULTS.md even in --quick/--smoke")  # fmt: skip
+    parser.add_argument("--loopback-receive", choices=("steered", "default"), default="steered",
+                        help="where the clients' loopback TCP receive runs: the load core "
+                        "(RPS on lo, needs root; restored after) or the kernel's default, "
+                        "inside the server's sends")  # fmt: skip
     parser.add_argument("--report-only", action="store_true",
                         help="re-render RESULTS.md from results.json")  # fmt: skip
     return parser.parse_args(argv)
@@ -70,12 +80,18 @@ def _os_name() -> str:
 
 
 async def run_peer(
-    peer: Peer, ctx: Context, plan: Plan, scenarios: list[str], redis: RedisServer
+    peer: Peer,
+    ctx: Context,
+    plan: Plan,
+    scenarios: list[str],
+    redis: RedisServer,
+    loopback_receive: str,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "label": peer.label,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": plan.mode,
+        "loopback_receive": loopback_receive,
         "versions": peer.versions(),
         "scenarios": {},
     }
@@ -116,7 +132,7 @@ def _smoke_failures(results: dict[str, Any], names: list[str]) -> list[str]:
     return failures
 
 
-async def main_async(args: argparse.Namespace) -> int:
+async def main_async(args: argparse.Namespace, loopback_receive: str) -> int:
     plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = BENCH_DIR / ".runs" / f"{stamp}-{plan.mode}"
@@ -139,6 +155,7 @@ async def main_async(args: argparse.Namespace) -> int:
     redis = RedisServer(run_dir)
     redis.start()
     results["meta"] = {
+        "loopback_receive": loopback_receive,
         **machine(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": plan.mode,
@@ -162,7 +179,7 @@ async def main_async(args: argparse.Namespace) -> int:
                     results["peers"][name] = {"label": peer.label, "missing": reason}
                 continue
             print(f"{name}:", flush=True)
-            entry = await run_peer(peer, ctx, plan, scenarios, redis)
+            entry = await run_peer(peer, ctx, plan, scenarios, redis, loopback_receive)
             previous = results["peers"].get(name, {})
             if previous.get("mode") == plan.mode:
                 # A re-run of some scenarios keeps this peer's other, earlier ones.
@@ -193,4 +210,8 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
-    return loop.run(main_async(_parse(argv)))
+    args = _parse(argv)
+    # The smoke run (also a test) leaves the machine's settings alone.
+    steer = args.loopback_receive == "steered" and not (args.smoke or args.report_only)
+    with loopback_receive_on(LOAD_CORE if steer else None) as loopback_receive:
+        return loop.run(main_async(args, loopback_receive))

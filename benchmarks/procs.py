@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,6 +237,35 @@ class CoreMeter:
         if span <= 0:
             return 0.0
         return sum(delta[0] + delta[1] + delta[2] for delta in deltas.values()) / span
+
+
+LOOPBACK_RPS = Path("/sys/class/net/lo/queues/rx-0/rps_cpus")
+
+
+@contextlib.contextmanager
+def loopback_receive_on(core: int | None) -> Iterator[str]:
+    """Steer the kernel's loopback receive work to ``core`` (RPS on ``lo``) for the
+    run, and put the old setting back afterwards. Yields what the run had, for the
+    report.
+
+    By default a loopback send runs the receiving socket's TCP input inside the
+    sender's system call, so the server under test would be charged for its clients'
+    receive work, which on a real network runs on the clients' machines. Steered,
+    that work runs on the load core, with the generator it belongs to.
+    """
+    if core is None:
+        yield "kernel default"
+        return
+    try:
+        before = LOOPBACK_RPS.read_text().strip()
+        LOOPBACK_RPS.write_text(f"{1 << core:x}\n")
+    except OSError as exc:
+        yield f"kernel default (could not steer it: {exc.strerror or exc})"
+        return
+    try:
+        yield f"steered to core {core} (RPS on lo)"
+    finally:
+        LOOPBACK_RPS.write_text(before + "\n")
 
 
 def raise_fd_limit(wanted: int = 65536) -> int:

@@ -296,7 +296,10 @@ def _versions(results: dict[str, Any]) -> list[str]:
     lines = ["## Versions", "", "| peer | run | versions |", "|---|---|---|"]
     for peer in _ordered(results):
         versions = ", ".join(f"{k} {v}" for k, v in sorted(peer.get("versions", {}).items()))
-        lines.append(f"| {peer['label']} | {peer.get('date', '—')} ({peer.get('mode', '—')}) "
+        run = peer.get("mode", "—")
+        if "steered" in peer.get("loopback_receive", ""):
+            run += ", loopback receive steered"
+        lines.append(f"| {peer['label']} | {peer.get('date', '—')} ({run}) "
                      f"| {versions or peer.get('missing', '')} |")  # fmt: skip
     return lines
 
@@ -329,6 +332,9 @@ def render(results: dict[str, Any]) -> str:
         f"{meta.get('os', '?')}, Linux {meta.get('kernel', '?')}",
         f"- Pinning: {meta.get('pinning', '?')}; every server is one process "
         "(two in scale-out) with its Redis backend on",
+        "- The clients' loopback TCP receive work: "
+        f"{meta.get('loopback_receive', 'kernel default')} (see benchmarks/README.md,"
+        " What runs where)",
         f"- Redis {meta.get('redis', '?')} (the suite's own), generator on Python "
         f"{meta.get('python', '?')} with {meta.get('generator_loop', '?')}",
         "- A step is clean when loss ≤ 0.1 %, p99 ≤ 1 s, the server used ≤ 95 % of its core,"
