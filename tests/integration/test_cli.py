@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +219,21 @@ async def test_json_logs_are_one_object_per_line(start_server: StartServer):
     assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
     assert any(line["logger"] == "livefeed" for line in lines)
     assert any("WebSocket /ws" in line["msg"] for line in lines)
+
+
+async def test_serve_runs_in_one_thread_with_redis(
+    start_server: StartServer, redis_server: RedisServer, prefix: str
+):
+    # A second thread would put every system call of the fan-out on the kernel's slow
+    # path for file lookups (docs/architecture.md, "Smaller things that measured well").
+    server = start_server(redis_env(redis_server, prefix))
+    assert server.process is not None
+    tool = unique_tool()
+    client = await WsClient.open(server.ws_url)
+    await client.welcome()
+    await client.subscribe([tool])
+    await publish_ok(server.url, story([tool], "One thread"))
+    assert (await client.events(1))[0]["data"]["title"] == "One thread"
+    await client.close()
+    threads = os.listdir(f"/proc/{server.process.pid}/task")
+    assert len(threads) == 1, threads
