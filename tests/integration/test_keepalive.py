@@ -19,6 +19,7 @@ from tests.support.clients import publish_ok, story, unique_tool
 from tests.support.timing import TIMEOUT
 
 HEARTBEAT = 0.5
+JITTER = 0.2  # how late the server's timer may run on a loaded machine
 
 
 class RawClient:
@@ -83,7 +84,7 @@ async def test_a_client_that_never_answers_is_dropped_after_two_heartbeats(
     assert code == 1011
     # One ping, then nothing more until the drop, which waited the two intervals.
     assert len(client.pings) == 1
-    assert closed_at - client.pings[0] >= 2 * HEARTBEAT * 0.9
+    assert closed_at - client.pings[0] >= 2 * HEARTBEAT - JITTER
 
 
 async def test_a_client_that_answers_is_pinged_every_heartbeat_and_stays(
@@ -99,7 +100,7 @@ async def test_a_client_that_answers_is_pinged_every_heartbeat_and_stays(
     code = await client.read(lambda: len(client.pings) >= 5, 5 * HEARTBEAT + TIMEOUT)
     assert code is None
     gaps = [b - a for a, b in zip(client.pings, client.pings[1:], strict=False)]
-    assert all(gap >= HEARTBEAT * 0.8 for gap in gaps), gaps
+    assert all(gap >= HEARTBEAT - JITTER for gap in gaps), gaps
     # Still subscribed and live.
     await publish_ok(server.url, story([tool], "Still here"))
     code = await client.read(lambda: any(f["type"] == "event" for f in client.texts), TIMEOUT)
