@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import orjson
 
 from livefeed.brokers.base import Broker, Published
+from livefeed.coalesce import PublishCoalescer
 from livefeed.config import Settings
 from livefeed.errors import (
     BadJson,
@@ -226,6 +227,8 @@ class AsyncPublisher:
         self._broker = broker
         self._http = http
         self._max_batch = max_batch
+        # Concurrent publishes share broker calls (one script call per burst).
+        self._coalescer = None if broker is None else PublishCoalescer(broker, max_batch)
 
     @classmethod
     def from_url(
@@ -251,9 +254,9 @@ class AsyncPublisher:
     async def publish(self, document: Any) -> list[dict[str, str]]:
         if self._http is not None:
             return await asyncio.to_thread(self._http.publish, document)
-        assert self._broker is not None
+        assert self._coalescer is not None
         batch = prepare(document, self._max_batch)
-        return [dict(pairs) for pairs in await self._broker.publish(batch, time.time())]
+        return [dict(pairs) for pairs in await self._coalescer.publish(batch)]
 
     async def story(
         self,
@@ -278,6 +281,8 @@ class AsyncPublisher:
         return (await self.publish(_activity(actor, verb, tool, idempotency_key)))[0]
 
     async def close(self) -> None:
+        if self._coalescer is not None:
+            await self._coalescer.close()
         if self._broker is not None:
             await self._broker.close()
         if self._http is not None:

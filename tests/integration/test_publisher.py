@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 from livefeed import AsyncPublisher, InvalidEvent, Publisher, Unavailable
 from livefeed.errors import Unauthorized
+from livefeed.history import parse_id
 from tests.conftest import StartServer, redis_env
 from tests.support.clients import WsClient, unique_tool
 from tests.support.redis_server import RedisServer
 from tests.support.server import PUBLISH_KEY
+from tests.support.timing import async_wait_until
 
 
 async def subscriber(ws_url: str, *tools: str) -> WsClient:
@@ -106,3 +109,86 @@ async def test_http_publisher_reaches_an_embedded_broker_server(start_server: St
     more = await async_http.activity(actor={"handle": "a"}, verb="starred", tool=tool)
     assert (await client.events(1))[0]["id"] == more[tool]
     await client.close()
+
+
+async def _evalsha_calls(redis_url: str) -> int:
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(redis_url)
+    stats = await client.info("commandstats")
+    await client.aclose()
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def _titles(redis_url: str, prefix: str, tool: str) -> dict[str, str]:
+    from livefeed.brokers.redis import RedisBroker
+
+    broker = RedisBroker(redis_url, prefix, 1000)
+    page = await broker.history(tool, 1000)
+    await broker.close()
+    return {event.id: orjson.loads(event.payload)["data"]["title"] for event in page.events}
+
+
+async def test_async_publisher_joins_concurrent_publishes_and_answers_each_caller(
+    own_redis: RedisServer, prefix: str
+):
+    publisher = AsyncPublisher.from_url(own_redis.url, prefix=prefix)
+    tools = [unique_tool("a"), unique_tool("b"), unique_tool("c")]
+    await publisher.story(tools=tools[:1], author={"handle": "a"}, title="warm up")
+    calls_before = await _evalsha_calls(own_redis.url)
+    results = await asyncio.gather(
+        *(
+            publisher.story(tools=[tools[n % 3]], author={"handle": "a"}, title=f"story {n}")
+            for n in range(120)
+        )
+    )
+    calls = await _evalsha_calls(own_redis.url) - calls_before
+    # The first went alone, the rest waited for it and went together.
+    assert calls <= 3, calls
+    titles = {tool: await _titles(own_redis.url, prefix, tool) for tool in tools}
+    for n, ids in enumerate(results):
+        tool = tools[n % 3]
+        assert list(ids) == [tool]
+        assert titles[tool][ids[tool]] == f"story {n}"  # each caller got its own event's id
+    published_in_order = [title for title in titles[tools[1]].values()]
+    assert published_in_order == [f"story {n}" for n in range(1, 120, 3)]
+    await publisher.close()
+
+
+async def test_async_publisher_cancelled_before_its_turn_publishes_nothing(
+    own_redis: RedisServer, prefix: str
+):
+    import redis.asyncio as redis
+
+    publisher = AsyncPublisher.from_url(own_redis.url, prefix=prefix)
+    tool = unique_tool()
+    await publisher.story(tools=[tool], author={"handle": "a"}, title="0")  # script loaded
+    admin = redis.Redis.from_url(own_redis.url)
+    await admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")  # holds the first in flight
+    tasks = [
+        asyncio.create_task(publisher.story(tools=[tool], author={"handle": "a"}, title=title))
+        for title in ("1", "2", "3")
+    ]
+    coalescer = publisher._coalescer
+    assert coalescer is not None
+    await async_wait_until(lambda: len(coalescer._waiting) == 2, what="two waiting publishes")
+    tasks[1].cancel()
+    await admin.execute_command("CLIENT", "UNPAUSE")
+    await admin.aclose()
+    first, third = await tasks[0], await tasks[2]
+    assert parse_id(first[tool]) < parse_id(third[tool])  # type: ignore[operator]
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[1]
+    assert list((await _titles(own_redis.url, prefix, tool)).values()) == ["0", "1", "3"]
+    await publisher.close()
+
+
+async def test_async_publisher_gives_every_waiting_caller_the_outage(own_redis: RedisServer):
+    publisher = AsyncPublisher.from_url(own_redis.url)
+    own_redis.stop()
+    results = await asyncio.gather(
+        *(publisher.story(tools=["flask"], author={"handle": "a"}, title="x") for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(result, Unavailable) for result in results), results
+    await publisher.close()
