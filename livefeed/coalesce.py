@@ -16,6 +16,7 @@ import time
 from collections import deque
 
 from livefeed.brokers.base import Broker, Published
+from livefeed.errors import Unavailable
 from livefeed.events import PreparedBatch
 
 
@@ -26,6 +27,8 @@ class PublishCoalescer:
         self._busy = False
         self._waiting: deque[tuple[PreparedBatch, asyncio.Future[Published]]] = deque()
         self._drainer: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()  # nothing in flight, nothing waiting
+        self._idle.set()
 
     async def publish(self, batch: PreparedBatch) -> Published:
         if self._busy:
@@ -33,13 +36,17 @@ class PublishCoalescer:
             self._waiting.append((batch, future))
             return await future
         self._busy = True  # alone: no future, no task, straight to the broker
+        self._idle.clear()
         try:
             return await self._broker.publish(batch, time.time())
+        except Unavailable as exc:
+            self._fail_waiting(exc)
+            raise
         finally:
             if self._waiting:
                 self._drainer = asyncio.create_task(self._drain())
             else:
-                self._busy = False
+                self._done()
 
     async def _drain(self) -> None:
         try:
@@ -48,10 +55,20 @@ class PublishCoalescer:
                 if group:
                     await self._send(group)
         finally:
-            self._busy = False
-            while self._waiting:  # only when cancelled (closing): nothing was sent for them
+            while self._waiting:  # only when cancelled: nothing was sent for them
                 _, future = self._waiting.popleft()
                 future.cancel()
+            self._done()
+
+    def _done(self) -> None:
+        self._busy = False
+        self._idle.set()
+
+    def _fail_waiting(self, exc: Exception) -> None:
+        while self._waiting:
+            _, future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(exc)
 
     def _take_group(self) -> list[tuple[PreparedBatch, asyncio.Future[Published]]]:
         group: list[tuple[PreparedBatch, asyncio.Future[Published]]] = []
@@ -78,6 +95,8 @@ class PublishCoalescer:
             for _, future in group:
                 if not future.done():
                     future.set_exception(exc)
+            if isinstance(exc, Unavailable):
+                self._fail_waiting(exc)
             return
         start = 0
         for batch, future in group:
@@ -88,5 +107,4 @@ class PublishCoalescer:
 
     async def close(self) -> None:
         """Wait until everything handed over has been published (or failed)."""
-        if self._drainer is not None:
-            await asyncio.shield(self._drainer)
+        await self._idle.wait()

@@ -8,6 +8,7 @@ listeners close, every connection gets close code 1001 (plain uvicorn would send
 from __future__ import annotations
 
 import gc
+import logging
 import socket
 
 import uvicorn
@@ -17,6 +18,8 @@ from livefeed import logs
 from livefeed.app import Runtime, create_app
 from livefeed.config import Settings
 from livefeed.transports.direct import DirectWebSocketProtocol
+
+log = logging.getLogger("uvicorn.error")  # where uvicorn reports listening and failing
 
 DRAIN_SECONDS = 4.0  # waiting for clients to answer our 1001 close
 GRACE_SECONDS = 4  # then uvicorn's own wait for connections and tasks
@@ -84,11 +87,40 @@ def run(settings: Settings) -> int:
     gc.collect()
     gc.freeze()
     server = build(settings)
-    # The listening socket is bound here, not by uvicorn: uvloop resolves a host and
-    # port through libuv's thread pool, whose 4 threads then live as long as the
-    # process, and in a process with threads every system call's file lookup takes
-    # the slow path (atomic reference counts): 4 % of the fan-out's CPU in `fdget`.
-    # (A Redis URL with a host name, not an address, starts them all the same.)
-    listener = server.config.bind_socket()
-    server.run(sockets=[listener])  # on uvloop when installed (a dependency on Linux)
+    try:
+        listeners = bind(settings.host, settings.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
+        return 3  # uvicorn's start-up failure status
+    server.run(sockets=listeners)  # on uvloop when installed (a dependency on Linux)
     return 0 if server.started else 1
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """The listening sockets for ``host`` (every address it resolves to), bound here
+    rather than by uvicorn: uvloop resolves a host and port through libuv's thread
+    pool, whose 4 threads then live as long as the process, and in a process with
+    threads every system call's file lookup takes the kernel's slow path (atomic
+    reference counts; 4 % of the fan-out's CPU in `fdget`). This resolves in the
+    main thread, at start-up, and binds the way asyncio's ``create_server`` does.
+    (A Redis URL with a host name, not an address, starts the pool all the same.)"""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    listeners: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            listener = socket.socket(family, kind, proto)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind((address[0], port, *address[2:]))
+            port = listener.getsockname()[1]  # port 0: every address on the port given first
+    except OSError:
+        for listener in listeners:
+            listener.close()
+        raise
+    for listener in listeners:
+        address, bound = listener.getsockname()[:2]
+        shown = f"[{address}]" if listener.family == socket.AF_INET6 else address
+        log.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown, bound)
+    return listeners

@@ -142,8 +142,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         keepalive: Keepalive | None = getattr(self.config, "livefeed_keepalive", None)
         if keepalive is None:  # uvicorn gives every connection of a server the same config
             assert self.ping_interval is not None
-            timeout = self.ping_timeout or 2 * self.ping_interval
-            keepalive = Keepalive(self.ping_interval, timeout)
+            keepalive = Keepalive(self.ping_interval, self.ping_timeout)
             self.config.livefeed_keepalive = keepalive  # type: ignore[attr-defined]
         return keepalive
 
@@ -157,7 +156,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             self._keepalive().remove(self)
 
     def send_keepalive_ping(self) -> None:
-        if self.direct_open:
+        if self.direct_open and not self.transport.is_closing():
             self.transport.write(PING_FRAME)
 
     def handle_pong(self, event: Any) -> None:

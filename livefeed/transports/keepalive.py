@@ -17,9 +17,12 @@ unsolicited pongs is alive too.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 from typing import Protocol
+
+log = logging.getLogger("livefeed.ws")
 
 PING_FRAME = b"\x89\x00"  # a ping with no payload; server frames are never masked
 
@@ -37,27 +40,46 @@ class Pinged(Protocol):
 
 
 class Keepalive:
-    def __init__(self, interval: float, timeout: float, tick: float = 1.0) -> None:
+    """``timeout`` is rounded up to whole intervals (a connection is only looked at
+    once per interval); None never drops a connection, as with uvicorn."""
+
+    def __init__(self, interval: float, timeout: float | None, tick: float = 1.0) -> None:
         self._slots = max(1, round(interval / tick))
         self._tick = interval / self._slots  # each connection is visited every `interval`
         # Visits a ping may stay unanswered: 2 for a timeout of two intervals.
-        self._patience = max(1, math.ceil(timeout / interval - 1e-9))
-        self._buckets: list[set[Pinged]] = [set() for _ in range(self._slots)]
+        self._patience = (
+            math.inf if timeout is None else max(1, math.ceil(timeout / interval - 1e-9))
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._buckets: list[set[Pinged]] = []
         self._next = 0
         self._count = 0
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0
 
     def add(self, connection: Pinged) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a server run again on a new loop starts afresh
+            self._loop, self._buckets = loop, [set() for _ in range(self._slots)]
+            self._next, self._count, self._timer = 0, 0, None
         bucket = self._buckets[random.randrange(self._slots)]
         bucket.add(connection)
         connection.keepalive_bucket = bucket
         connection.ping_missed = None
         self._count += 1
         if self._timer is None:
-            loop = asyncio.get_running_loop()
             self._due = loop.time() + self._tick
             self._timer = loop.call_at(self._due, self._visit)
+
+    def _look_after(self, connection: Pinged) -> None:
+        missed = connection.ping_missed
+        if missed is None:
+            connection.ping_missed = 0
+            connection.send_keepalive_ping()
+        elif missed + 1 >= self._patience:
+            connection.keepalive_timeout()
+        else:
+            connection.ping_missed = missed + 1
 
     def remove(self, connection: Pinged) -> None:
         bucket = connection.keepalive_bucket
@@ -65,6 +87,8 @@ class Keepalive:
             return
         connection.keepalive_bucket = None
         bucket.discard(connection)
+        if not any(ours is bucket for ours in self._buckets):
+            return  # added on a loop that has since been replaced
         self._count -= 1
         if not self._count and self._timer is not None:
             self._timer.cancel()  # an idle process does not wake up for nothing
@@ -74,14 +98,10 @@ class Keepalive:
         bucket = self._buckets[self._next]
         self._next = (self._next + 1) % self._slots
         for connection in tuple(bucket):  # a timeout removes the connection from its bucket
-            missed = connection.ping_missed
-            if missed is None:
-                connection.ping_missed = 0
-                connection.send_keepalive_ping()
-            elif missed + 1 >= self._patience:
-                connection.keepalive_timeout()
-            else:
-                connection.ping_missed = missed + 1
+            try:
+                self._look_after(connection)
+            except Exception:  # one connection's fault must not stop everyone's pings
+                log.exception("keepalive failed for one connection")
         if not self._count:
             self._timer = None
             return

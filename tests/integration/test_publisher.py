@@ -155,7 +155,7 @@ async def test_async_publisher_joins_concurrent_publishes_and_answers_each_calle
     await publisher.close()
 
 
-async def test_async_publisher_cancelled_before_its_turn_publishes_nothing(
+async def test_async_publisher_cancelled_before_its_turn_publishes_nothing_and_close_waits(
     own_redis: RedisServer, prefix: str
 ):
     import redis.asyncio as redis
@@ -173,14 +173,17 @@ async def test_async_publisher_cancelled_before_its_turn_publishes_nothing(
     assert coalescer is not None
     await async_wait_until(lambda: len(coalescer._waiting) == 2, what="two waiting publishes")
     tasks[1].cancel()
+    closing = asyncio.create_task(publisher.close())  # waits for what was handed over
+    await asyncio.sleep(0.05)
+    assert not closing.done() and not tasks[2].done()
     await admin.execute_command("CLIENT", "UNPAUSE")
     await admin.aclose()
-    first, third = await tasks[0], await tasks[2]
+    await closing
+    first, third = tasks[0].result(), tasks[2].result()
     assert parse_id(first[tool]) < parse_id(third[tool])  # type: ignore[operator]
     with pytest.raises(asyncio.CancelledError):
         await tasks[1]
     assert list((await _titles(own_redis.url, prefix, tool)).values()) == ["0", "1", "3"]
-    await publisher.close()
 
 
 async def test_async_publisher_gives_every_waiting_caller_the_outage(own_redis: RedisServer):
