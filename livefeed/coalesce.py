@@ -24,19 +24,17 @@ class PublishCoalescer:
     def __init__(self, broker: Broker, max_events: int) -> None:
         self._broker = broker
         self._max_events = max_events  # per broker call
-        self._busy = False
         self._waiting: deque[tuple[PreparedBatch, asyncio.Future[Published]]] = deque()
         self._drainer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()  # nothing in flight, nothing waiting
         self._idle.set()
 
     async def publish(self, batch: PreparedBatch) -> Published:
-        if self._busy:
+        if not self._idle.is_set():
             future: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
             self._waiting.append((batch, future))
             return await future
-        self._busy = True  # alone: no future, no task, straight to the broker
-        self._idle.clear()
+        self._idle.clear()  # alone: no future, no task, straight to the broker
         try:
             return await self._broker.publish(batch, time.time())
         except Unavailable as exc:
@@ -46,7 +44,7 @@ class PublishCoalescer:
             if self._waiting:
                 self._drainer = asyncio.create_task(self._drain())
             else:
-                self._done()
+                self._idle.set()
 
     async def _drain(self) -> None:
         try:
@@ -58,11 +56,7 @@ class PublishCoalescer:
             while self._waiting:  # only when cancelled: nothing was sent for them
                 _, future = self._waiting.popleft()
                 future.cancel()
-            self._done()
-
-    def _done(self) -> None:
-        self._busy = False
-        self._idle.set()
+            self._idle.set()
 
     def _fail_waiting(self, exc: Exception) -> None:
         while self._waiting:
