@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from benchmarks.wsclient import Dialect, State, Subscriber
+from benchmarks.wsclient import Dialect, State, Subscriber, open_stamped
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Fleet:
         self.acks, self.size = acks, size
         self.probe_indices = probe_indices(size, probes)
         self.subscribers: list[Subscriber] = []
-        self.latencies: list[float] = []
+        self.latencies: list[tuple[float, float]] = []  # probes: (arrival, read) - publish
 
     def tool_of(self, index: int) -> str:
         return self.tools[index % len(self.tools)]
@@ -159,7 +159,10 @@ class Fleet:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(patience):
-                await loop.create_connection(lambda: subscriber, "127.0.0.1", endpoint.port)
+                if probe:
+                    await open_stamped(endpoint.port, subscriber)
+                else:
+                    await loop.create_connection(lambda: subscriber, "127.0.0.1", endpoint.port)
                 self.subscribers.append(subscriber)
                 while not waiter.future.done():
                     if subscriber.state is State.CLOSED:
@@ -210,9 +213,10 @@ class Fleet:
         )
         return [f"{count}x {reason[:100]}" for reason, count in reasons.most_common(3)]
 
-    def take_latencies(self) -> list[float]:
+    def take_latencies(self) -> tuple[list[float], list[float]]:
+        """The probes' latencies since the last call: (at arrival, when read)."""
         taken, self.latencies[:] = list(self.latencies), []
-        return taken
+        return [arrival for arrival, _ in taken], [read for _, read in taken]
 
     async def wait_quiet(self, quiet: float, cap: float) -> float:
         """Wait until the delivered count holds still for ``quiet`` s (at most ``cap`` s)."""

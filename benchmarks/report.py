@@ -260,7 +260,8 @@ def _steps_appendix(results: dict[str, Any]) -> list[str]:
     lines = [
         "## Every step",
         "",
-        "Target and measured deliveries/s, loss, latency (ms), the server processes' CPU"
+        "Target and measured deliveries/s, loss, latency (ms; p99 read: when the generator"
+        " read the frame rather than when it arrived), the server processes' CPU"
         " (cores) and their CPU µs per delivery, the server core's whole use (softirq"
         " included), the generator's own CPU, the whole load core's, and other processes'.",
         "",
@@ -274,15 +275,16 @@ def _steps_appendix(results: dict[str, Any]) -> list[str]:
                 f"<details><summary>{peer['label']}: {name} "
                 f"({result.get('date') or peer.get('date', '')})</summary>",
                 "",
-                "| target/s | delivered/s | loss | p50 | p90 | p99 | max | server | µs/deliv "
-                "| server core | generator | load core | other | verdict |",
-                "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+                "| target/s | delivered/s | loss | p50 | p90 | p99 | max | p99 read | server "
+                "| µs/deliv | server core | generator | load core | other | verdict |",
+                "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
             ]  # fmt: skip
             for step in result["steps"]:
                 lines.append(
                     f"| {_n(step['target'])} | {_n(step['per_second'])} | {step['loss']:.2%} "
                     f"| {_ms(step['p50'])} | {_ms(step['p90'])} | {_ms(step['p99'])} "
-                    f"| {_ms(step['max'])} | {step['server_util']:.2f} "
+                    f"| {_ms(step['max'])} | {_ms(step.get('p99_read'))} "
+                    f"| {step['server_util']:.2f} "
                     f"| {_n(step['us_per_delivery'], 1)} | {step.get('server_core_busy', 0):.0%} "
                     f"| {step['generator_util']:.0%} | {step['load_core_busy']:.0%} "
                     f"| {step.get('other', 0):.2f} | {step['verdict']}"
@@ -341,6 +343,9 @@ def render(results: dict[str, Any]) -> str:
         " and no connection was dropped; the figure is the highest clean step. `≥` marks a"
         " figure bounded by the ladder's top or by the load core (generator + publisher +"
         " Redis > 90 %), not by the server.",
+        "- Latency: publish timestamp to the probe socket's kernel receive timestamp"
+        " (`SO_TIMESTAMPNS`), so time a frame spent waiting for the busy load core is not"
+        " the server's; the steps below also give the p99 when the generator read it.",
         "- Events are ~350 bytes of JSON; each peer is fed through its own Redis path. The"
         " Python peers run on one uvicorn process with uvloop, httptools and the"
         " `websockets-sansio` protocol (as livefeed's server does), logs at warning.",

@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 import time
 from collections.abc import Callable
 from enum import Enum
 from typing import cast
 
 _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING = 1, 2, 8, 9
+SO_TIMESTAMPNS = 35  # Linux (asm-generic); the socket module does not name it
+_TIMESPEC = struct.Struct("qq")
 MARKER = b"@t="
 """Prefix of the publish timestamp that every benchmark event carries in its text."""
 
@@ -106,7 +109,7 @@ class Subscriber(asyncio.BufferedProtocol):
         acks: bool,
         probe: bool,
         on_ready: Callable[[Subscriber], None],
-        latencies: list[float] | None = None,
+        latencies: list[tuple[float, float]] | None = None,
     ) -> None:
         self.count = 0
         self.state = State.UPGRADING
@@ -116,7 +119,10 @@ class Subscriber(asyncio.BufferedProtocol):
         self._acks = acks  # False: the server sends nothing on subscribe (Nchan): ready at 101
         self.probe = probe
         self._on_ready = on_ready
-        self._latencies = latencies  # probes append receive - publish, in seconds
+        # Probes append (arrival - publish, read - publish), in seconds: arrival is the
+        # kernel's receive timestamp (see StampedTransport), read is when we got to it.
+        self._latencies = latencies
+        self._arrival: float | None = None  # kernel timestamp of the data being handled
         self._transport: asyncio.Transport | None = None
         self._buf = b""  # unparsed bytes (upgrade, handshake, probe frames, split headers)
         self._skip = 0  # counting mode: bytes of the current frame's payload still to skip
@@ -142,6 +148,14 @@ class Subscriber(asyncio.BufferedProtocol):
             self._count(_READ_BUFFER, nbytes)
         else:
             self._received(bytes(_READ_VIEW[:nbytes]))
+
+    def stamped_update(self, nbytes: int, arrival: float | None) -> None:
+        """``buffer_updated`` with the kernel's receive time of the data (probes)."""
+        self._arrival = arrival
+        try:
+            self.buffer_updated(nbytes)
+        finally:
+            self._arrival = None
 
     def _received(self, data: bytes | bytearray) -> None:
         """The careful path: upgrade, handshake and probes parse every frame."""
@@ -235,7 +249,9 @@ class Subscriber(asyncio.BufferedProtocol):
         if self._latencies is not None:
             sent = read_timestamp(payload)
             if sent is not None:
-                self._latencies.append(time.time() - sent)
+                read = time.time()
+                arrival = read if self._arrival is None else self._arrival
+                self._latencies.append((arrival - sent, read - sent))
 
     # -- the fast path -------------------------------------------------------------------
 
@@ -294,6 +310,85 @@ def _reframe(opcode: int, payload: bytes) -> bytes:
     else:
         header = bytes([0x80 | opcode, 127]) + length.to_bytes(8, "big")
     return header + payload
+
+
+class StampedTransport:
+    """A probe's socket, read with ``recvmsg`` to get the kernel's receive timestamp.
+
+    The load core runs the generator, the publisher, Redis and (steered) every client's
+    TCP receive, so a probe's frame can wait there before the generator reads it. On a
+    real network that wait is on each client's own machine; the server is done when its
+    frame is on the wire. With ``SO_TIMESTAMPNS`` the kernel stamps each packet as it
+    enters the receive path (on loopback: as the server's send hands it over, before the
+    RPS queue), so the latency is the server's and the publish path's, not the load
+    core's queue. ``Subscriber`` also records when the generator read the frame. A read
+    that spans two packets carries the later stamp: the error is on the slow side.
+    Only probes use this (a few per fleet); counting connections stay on uvloop's
+    transports.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: Subscriber
+    ) -> None:
+        self._loop, self._sock, self._protocol = loop, sock, protocol
+        self._open = True
+        protocol.connection_made(cast(asyncio.Transport, self))
+        loop.add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        try:
+            nbytes, ancillary, _flags, _addr = self._sock.recvmsg_into(
+                [self._protocol.get_buffer(-1)], socket.CMSG_SPACE(_TIMESPEC.size)
+            )
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lose(exc)
+            return
+        if nbytes == 0:
+            self._lose(None)
+            return
+        arrival = None
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+                arrival = seconds + nanoseconds * 1e-9
+        self._protocol.stamped_update(nbytes, arrival)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)  # small control frames into an empty send buffer
+        except OSError as exc:
+            self._lose(exc)
+
+    def get_extra_info(self, name: str) -> object:
+        return self._sock if name == "socket" else None
+
+    def abort(self) -> None:
+        self._lose(None)
+
+    def _lose(self, exc: Exception | None) -> None:
+        if not self._open:
+            return
+        self._open = False
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._protocol.connection_lost(exc)
+
+
+async def open_stamped(port: int, protocol: Subscriber) -> StampedTransport:
+    """Connect ``protocol`` to 127.0.0.1:port over a socket that timestamps receives."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return StampedTransport(loop, sock, protocol)
 
 
 async def open_subscriber(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import socket
+import threading
+import time
 
 from benchmarks.wsclient import (
     Dialect,
@@ -10,6 +14,7 @@ from benchmarks.wsclient import (
     Subscriber,
     _reframe,
     client_frame,
+    open_stamped,
     parse_frames,
     read_timestamp,
 )
@@ -30,7 +35,7 @@ class _Transport:
 
 
 def _subscriber(dialect: Dialect = Dialect.PLAIN, *, probe: bool = False) -> Subscriber:
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     sub = Subscriber(
         "127.0.0.1:1", "/ws?tools=bench", dialect, "bench",
         acks=True, probe=probe, on_ready=lambda _s: None, latencies=latencies,
@@ -87,7 +92,7 @@ def test_counting_is_exact_whatever_the_chunking() -> None:
     for _ in range(50):
         sub = _subscriber()
         data = handshake + events
-        chunks = []
+        chunks: list[int] = []
         while sum(chunks) < len(data):
             chunks.append(rng.choice([1, 2, 3, 7, 100, 354, 356, 4096, 65536]))
         _feed(sub, data, chunks)
@@ -126,4 +131,63 @@ def test_probes_time_events() -> None:
     _feed(sub, _upgrade() + _reframe(1, b'{"type":"subscribed"}'), [1000])
     _feed(sub, _reframe(1, b'{"body":"@t=1.5 x"}'), [5, 100])
     assert sub.count == 1
-    assert sub._latencies is not None and sub._latencies[0] > 1.0
+    assert sub._latencies is not None
+    arrival, read = sub._latencies[0]
+    assert arrival == read > 1.0  # no kernel timestamp given: the read time stands in
+
+
+class _Recorded(list[tuple[float, float]]):
+    """A probe's latency list that says when something was recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recorded = asyncio.Event()
+
+    def append(self, item: tuple[float, float]) -> None:
+        super().append(item)
+        self.recorded.set()
+
+
+async def test_a_probe_times_arrival_by_the_kernel_not_by_its_read() -> None:
+    """A probe whose loop is busy when its frame comes in still records the arrival time.
+
+    A real socket pair on 127.0.0.1: a thread plays the server, and the test's own loop is
+    kept from reading for 0.3 s after the event was sent, as a busy generator would be.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    go, sent, done = threading.Event(), threading.Event(), threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)  # the upgrade request
+            conn.sendall(_upgrade() + _reframe(1, b'{"type":"subscribed"}'))
+            go.wait(5)
+            conn.sendall(_reframe(1, b'{"body":"@t=%.6f x"}' % time.time()))
+            sent.set()
+            done.wait(5)
+
+    latencies = _Recorded()
+    ready = asyncio.Event()
+    sub = Subscriber(
+        "127.0.0.1", "/ws", Dialect.PLAIN, "bench",
+        acks=True, probe=True, on_ready=lambda _s: ready.set(), latencies=latencies,
+    )  # fmt: skip
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        await open_stamped(listener.getsockname()[1], sub)
+        await asyncio.wait_for(ready.wait(), 5)
+        go.set()
+        assert sent.wait(5)
+        time.sleep(0.3)  # noqa: ASYNC251 - the busy generator, on purpose: no read meanwhile
+        await asyncio.wait_for(latencies.recorded.wait(), 5)
+        arrival, read = latencies[0]
+        assert 0 <= arrival < 0.1
+        assert read >= 0.3
+        assert sub.count == 1
+    finally:
+        done.set()
+        sub.close()
+        listener.close()
+        server.join(5)
