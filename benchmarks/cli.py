@@ -23,6 +23,7 @@ from benchmarks.peers import ALL, BENCH_DIR, BY_NAME, Context, Peer
 from benchmarks.procs import (
     LOAD_CORE,
     SERVER_CORE,
+    loopback_acks_prompt,
     loopback_receive_on,
     pin_self,
     raise_fd_limit,
@@ -48,6 +49,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="where the clients' loopback TCP receive runs: the load core "
                         "(RPS on lo, needs root; restored after) or the kernel's default, "
                         "inside the server's sends")  # fmt: skip
+    parser.add_argument("--client-acks", choices=("prompt", "delayed"), default="prompt",
+                        help="how the counting connections acknowledge: at once, as a "
+                        "browser reading each frame does (quickack on the 127.0.0.1 route, "
+                        "needs root; restored after), or on the kernel's delayed-ACK timer, "
+                        "as a client that does not read does")  # fmt: skip
     parser.add_argument("--report-only", action="store_true",
                         help="re-render RESULTS.md from results.json")  # fmt: skip
     return parser.parse_args(argv)
@@ -85,13 +91,13 @@ async def run_peer(
     plan: Plan,
     scenarios: list[str],
     redis: RedisServer,
-    loopback_receive: str,
+    settings: dict[str, str],
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "label": peer.label,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": plan.mode,
-        "loopback_receive": loopback_receive,
+        **settings,
         "versions": peer.versions(),
         "scenarios": {},
     }
@@ -132,7 +138,8 @@ def _smoke_failures(results: dict[str, Any], names: list[str]) -> list[str]:
     return failures
 
 
-async def main_async(args: argparse.Namespace, loopback_receive: str) -> int:
+async def main_async(args: argparse.Namespace, settings: dict[str, str]) -> int:
+    """The run; ``settings`` says how the machine was set for it (recorded with results)."""
     plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = BENCH_DIR / ".runs" / f"{stamp}-{plan.mode}"
@@ -155,7 +162,7 @@ async def main_async(args: argparse.Namespace, loopback_receive: str) -> int:
     redis = RedisServer(run_dir)
     redis.start()
     results["meta"] = {
-        "loopback_receive": loopback_receive,
+        **settings,
         **machine(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": plan.mode,
@@ -179,7 +186,7 @@ async def main_async(args: argparse.Namespace, loopback_receive: str) -> int:
                     results["peers"][name] = {"label": peer.label, "missing": reason}
                 continue
             print(f"{name}:", flush=True)
-            entry = await run_peer(peer, ctx, plan, scenarios, redis, loopback_receive)
+            entry = await run_peer(peer, ctx, plan, scenarios, redis, settings)
             previous = results["peers"].get(name, {})
             if previous.get("mode") == plan.mode:
                 # A re-run of some scenarios keeps this peer's other, earlier ones.
@@ -212,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     args = _parse(argv)
     # The smoke run (also a test) leaves the machine's settings alone.
-    steer = args.loopback_receive == "steered" and not (args.smoke or args.report_only)
-    with loopback_receive_on(LOAD_CORE if steer else None) as loopback_receive:
-        return loop.run(main_async(args, loopback_receive))
+    touch = not (args.smoke or args.report_only)
+    steer = touch and args.loopback_receive == "steered"
+    with (
+        loopback_receive_on(LOAD_CORE if steer else None) as receive,
+        loopback_acks_prompt(touch and args.client_acks == "prompt") as acks,
+    ):
+        settings = {"loopback_receive": receive, "client_acks": acks}
+        return loop.run(main_async(args, settings))

@@ -268,6 +268,46 @@ def loopback_receive_on(core: int | None) -> Iterator[str]:
         LOOPBACK_RPS.write_text(before + "\n")
 
 
+@contextlib.contextmanager
+def loopback_acks_prompt(enabled: bool) -> Iterator[str]:
+    """Make every TCP socket on 127.0.0.1 acknowledge each segment at once (the route's
+    ``quickack``) for the run, and put the route back afterwards. Yields what the run
+    had, for the report.
+
+    A browser reads each frame as it arrives, and Linux acknowledges a small pushed
+    segment when that read empties the buffer. The counting connections read only every
+    ~16 KiB (``SO_RCVLOWAT``), so their receive window does not move and the kernel
+    acknowledges only on its delayed-ACK timer (40 ms or more). A server that leaves
+    Nagle on (Nchan) then joins frames that a real client's prompt ACK would have let
+    out one by one, and it and the load core were charged for fewer packets than real
+    clients cause. The route's ``quickack`` gives the prompt ACK without waking the
+    generator for each frame.
+    """
+    if not enabled:
+        yield "kernel default (delayed)"
+        return
+    try:
+        original = _ip_route("show", "exact", "127.0.0.1/32").split()
+        plain = list(original)
+        if "quickack" in plain:
+            del plain[plain.index("quickack") : plain.index("quickack") + 2]
+        _ip_route("change", *plain, "quickack", "1")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        reason = str(getattr(exc, "stderr", "") or exc).strip()[:80]
+        yield f"kernel default (delayed; could not set quickack: {reason})"
+        return
+    try:
+        yield "prompt (quickack on the 127.0.0.1 route)"
+    finally:
+        _ip_route("change", *original)
+
+
+def _ip_route(command: str, *args: str) -> str:
+    """``ip route <command> table local <args>``; its output."""
+    argv = ["ip", "route", command, "table", "local", *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
 def raise_fd_limit(wanted: int = 65536) -> int:
     """Raise RLIMIT_NOFILE to ``wanted`` (the hard limit too, when allowed); return it.
 

@@ -301,6 +301,8 @@ def _versions(results: dict[str, Any]) -> list[str]:
         run = peer.get("mode", "—")
         if "steered" in peer.get("loopback_receive", ""):
             run += ", loopback receive steered"
+        if "prompt" in peer.get("client_acks", ""):
+            run += ", prompt ACKs"
         lines.append(f"| {peer['label']} | {peer.get('date', '—')} ({run}) "
                      f"| {versions or peer.get('missing', '')} |")  # fmt: skip
     return lines
@@ -335,7 +337,8 @@ def render(results: dict[str, Any]) -> str:
         f"- Pinning: {meta.get('pinning', '?')}; every server is one process "
         "(two in scale-out) with its Redis backend on",
         "- The clients' loopback TCP receive work: "
-        f"{meta.get('loopback_receive', 'kernel default')} (see benchmarks/README.md,"
+        f"{meta.get('loopback_receive', 'kernel default')}; the clients' ACKs: "
+        f"{meta.get('client_acks', 'kernel default (delayed)')} (see benchmarks/README.md,"
         " What runs where)",
         f"- Redis {meta.get('redis', '?')} (the suite's own), generator on Python "
         f"{meta.get('python', '?')} with {meta.get('generator_loop', '?')}",
