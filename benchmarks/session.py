@@ -34,7 +34,7 @@ LOSS_LIMIT = 0.001  # a step with more than 0.1 % loss is not clean
 P99_LIMIT = 1.0  # seconds
 SERVER_SATURATED = 0.95  # share of one core
 SERVER_CORE_FULL = 0.98  # the server core including softirq (loopback TCP on its behalf)
-LOAD_SATURATED = 0.90  # the generator's core: above this a step says nothing about the server
+LOAD_SATURATED = 0.90  # the generator's core: above this a failed step says nothing of the server
 COALESCE_BYTES = 16384  # counting connections wake per ~45 events while publishing
 PUBLISHER_SHORT = 0.97  # publisher reached less than this share of the asked rate: invalid
 OTHER_LIMIT = 0.20  # cores of CPU used by processes not ours: the step is noise, retried
@@ -130,23 +130,23 @@ class Step:
     waited: float = 0.0  # for the server to idle and the machine to calm down, before
     verdict: str = ""  # "clean", or why not
     noisy: bool = False  # other work ran meanwhile (a clean step still counts)
+    loaded: bool = False  # the load core was past LOAD_SATURATED (a clean step still counts)
     valid: bool = True  # False: the load side, not the server, was the limit
 
     def judge(self) -> None:
         """Name what made the step not clean; "clean" when nothing did.
 
-        Other work on the machine can only make a server look worse (it steals CPU), so a
-        step that passes despite it counts, noted as noisy; one that fails is invalid.
+        Other work on the machine, or a load core past 90 %, can only make a server look
+        worse (CPU stolen from it; frames, publishes and reads held up on the load side),
+        so a step that passes despite either counts, noted as noisy or loaded; one that
+        fails is invalid: it may have measured the load side, not the server.
         """
         reasons = []
-        if self.generator_util > LOAD_SATURATED or self.load_core_busy > LOAD_SATURATED:
-            self.valid = False
-            reasons.append("load core saturated")
         saturated = self.server_util > SERVER_SATURATED or self.server_core_busy > SERVER_CORE_FULL
         if self.sent < PUBLISHER_SHORT * self.rate * self.seconds:
             # Nchan's publisher posts to the server itself: when that is saturated, the
             # publisher falling behind is the server's limit, not the load side's.
-            self.valid = self.valid and saturated
+            self.valid = saturated
             reasons.append("publisher behind")
         if self.loss > LOSS_LIMIT:
             reasons.append(f"loss {self.loss:.2%}")
@@ -156,12 +156,15 @@ class Step:
             reasons.append("server core saturated")
         if self.dropped:
             reasons.append(f"{self.dropped} dropped")
-        noisy = self.other > OTHER_LIMIT
-        if noisy and reasons:
+        self.noisy = self.other > OTHER_LIMIT
+        self.loaded = self.generator_util > LOAD_SATURATED or self.load_core_busy > LOAD_SATURATED
+        if self.loaded and reasons:
+            self.valid = False
+            reasons.insert(0, "load core saturated")
+        if self.noisy and reasons:
             self.valid = False
             reasons.insert(0, f"machine busy ({self.other:.2f} cores of other work)")
         self.verdict = "; ".join(reasons) or "clean"
-        self.noisy = noisy
 
     @property
     def clean(self) -> bool:
