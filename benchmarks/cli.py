@@ -23,6 +23,7 @@ from benchmarks.peers import ALL, BENCH_DIR, BY_NAME, Context, Peer
 from benchmarks.procs import (
     LOAD_CORE,
     SERVER_CORE,
+    arrival_stamp_point,
     loopback_acks_prompt,
     loopback_receive_on,
     pin_self,
@@ -125,6 +126,11 @@ def _load(path: Path) -> dict[str, Any]:
     return {"meta": {}, "peers": {}}
 
 
+def _settings(entry: dict[str, Any]) -> dict[str, str]:
+    """How the machine was set when a peer's entry was measured (see ``main``)."""
+    return {key: entry.get(key, "kernel default") for key in ("loopback_receive", "client_acks")}
+
+
 def _smoke_failures(results: dict[str, Any], names: list[str]) -> list[str]:
     failures = []
     for name in names:
@@ -163,6 +169,7 @@ async def main_async(args: argparse.Namespace, settings: dict[str, str]) -> int:
     redis.start()
     results["meta"] = {
         **settings,
+        "arrival_stamp": arrival_stamp_point(),
         **machine(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": plan.mode,
@@ -188,8 +195,9 @@ async def main_async(args: argparse.Namespace, settings: dict[str, str]) -> int:
             print(f"{name}:", flush=True)
             entry = await run_peer(peer, ctx, plan, scenarios, redis, settings)
             previous = results["peers"].get(name, {})
-            if previous.get("mode") == plan.mode:
-                # A re-run of some scenarios keeps this peer's other, earlier ones.
+            if previous.get("mode") == plan.mode and _settings(previous) == settings:
+                # A re-run of some scenarios keeps this peer's other, earlier ones, when
+                # they were measured the same way (the entry's settings label them all).
                 kept = previous.get("scenarios", {})
                 for result in kept.values():
                     result.setdefault("date", previous.get("date"))

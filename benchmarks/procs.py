@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -270,42 +271,79 @@ def loopback_receive_on(core: int | None) -> Iterator[str]:
 
 @contextlib.contextmanager
 def loopback_acks_prompt(enabled: bool) -> Iterator[str]:
-    """Make every TCP socket on 127.0.0.1 acknowledge each segment at once (the route's
-    ``quickack``) for the run, and put the route back afterwards. Yields what the run
-    had, for the report.
+    """Make every TCP socket to or from 127.0.0.1 acknowledge each segment at once (the
+    route's ``quickack``) for the run, and put the route back afterwards. Yields what
+    the run had, for the report.
 
     A browser reads each frame as it arrives, and Linux acknowledges a small pushed
-    segment when that read empties the buffer. The counting connections read only every
-    ~16 KiB (``SO_RCVLOWAT``), so their receive window does not move and the kernel
-    acknowledges only on its delayed-ACK timer (40 ms or more). A server that leaves
-    Nagle on (Nchan) then joins frames that a real client's prompt ACK would have let
-    out one by one, and it and the load core were charged for fewer packets than real
-    clients cause. The route's ``quickack`` gives the prompt ACK without waking the
-    generator for each frame.
+    segment when that read empties the buffer (Windows and macOS: every second one).
+    The counting connections read only every ~16 KiB (``SO_RCVLOWAT``), so their
+    receive window does not move and the kernel acknowledges only on its delayed-ACK
+    timer (40 ms or more). A server that leaves Nagle on (Nchan) then joins frames that
+    a real client's prompt ACK would have let out one by one, and it and the load core
+    were charged for fewer packets than real clients cause. The route's ``quickack``
+    gives the prompt ACK without waking the generator for each frame.
     """
     if not enabled:
         yield "kernel default (delayed)"
         return
     try:
         original = _ip_route("show", "exact", "127.0.0.1/32").split()
-        plain = list(original)
-        if "quickack" in plain:
-            del plain[plain.index("quickack") : plain.index("quickack") + 2]
-        _ip_route("change", *plain, "quickack", "1")
     except (OSError, subprocess.CalledProcessError) as exc:
-        reason = str(getattr(exc, "stderr", "") or exc).strip()[:80]
-        yield f"kernel default (delayed; could not set quickack: {reason})"
+        yield _not_set(exc)
         return
-    try:
+    plain = list(original)
+    if "quickack" in plain:
+        del plain[plain.index("quickack") : plain.index("quickack") + 2]
+    restore = " ".join(["ip route change table local", *original])
+    applied = False
+    try:  # the restore in `finally` covers an interrupt once the change is made
+        try:
+            _ip_route("change", *plain, "quickack", "1")
+            applied = True
+        except (OSError, subprocess.CalledProcessError) as exc:
+            yield _not_set(exc)
+            return
+        print(f"quickack set on the 127.0.0.1 route; if this run is killed: {restore}",
+              file=sys.stderr, flush=True)  # fmt: skip
         yield "prompt (quickack on the 127.0.0.1 route)"
     finally:
-        _ip_route("change", *original)
+        if applied:
+            try:
+                _ip_route("change", *original)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                print(f"could not restore the 127.0.0.1 route ({exc}); run: {restore}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+
+
+def _not_set(exc: Exception) -> str:
+    reason = str(getattr(exc, "stderr", "") or exc).strip()[:80]
+    return f"kernel default (delayed; could not set quickack: {reason})"
 
 
 def _ip_route(command: str, *args: str) -> str:
     """``ip route <command> table local <args>``; its output."""
     argv = ["ip", "route", command, "table", "local", *args]
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+TSTAMP_PREQUEUE = Path("/proc/sys/net/core/netdev_tstamp_prequeue")
+
+
+def arrival_stamp_point() -> str:
+    """Where the kernel stamps a received packet, for the probes' arrival time.
+
+    With ``netdev_tstamp_prequeue`` at 1 (the default) a loopback packet is stamped in
+    the sender's path, before the RPS queue to the load core; at 0 only when the load
+    core takes it off that queue, so the arrival would include the wait there.
+    """
+    try:
+        prequeue = TSTAMP_PREQUEUE.read_text().strip() == "1"
+    except OSError:
+        return "unknown (netdev_tstamp_prequeue unreadable)"
+    if prequeue:
+        return "as the server's send hands the packet to lo"
+    return "after the load core's RPS queue (netdev_tstamp_prequeue=0: includes that wait)"
 
 
 def raise_fd_limit(wanted: int = 65536) -> int:

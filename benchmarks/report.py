@@ -356,8 +356,9 @@ def render(results: dict[str, Any]) -> str:
         " loaded; one that failed so says nothing of the server. `≥` marks a figure bounded"
         " by the ladder's top or by such a step, not by the server.",
         "- Latency: publish timestamp to the probe socket's kernel receive timestamp"
-        " (`SO_TIMESTAMPNS`), so time a frame spent waiting for the busy load core is not"
-        " the server's; the steps below also give the p99 when the generator read it.",
+        f" (`SO_TIMESTAMPNS`, taken {meta.get('arrival_stamp', 'before the RPS queue')}),"
+        " so time a frame spent waiting for the busy load core is not the server's; the"
+        " steps below also give the p99 when the generator read it.",
         "- Events are ~350 bytes of JSON; each peer is fed through its own Redis path. The"
         " Python peers run on one uvicorn process with uvloop, httptools and the"
         " `websockets-sansio` protocol (as livefeed's server does), logs at warning.",

@@ -36,6 +36,7 @@ SERVER_SATURATED = 0.95  # share of one core
 SERVER_CORE_FULL = 0.98  # the server core including softirq (loopback TCP on its behalf)
 LOAD_SATURATED = 0.90  # the generator's core: above this a failed step says nothing of the server
 COALESCE_BYTES = 16384  # counting connections wake per ~45 events while publishing
+DRAIN_SHARE = 0.05  # a loaded step's server CPU after publishing stopped, at most this share
 PUBLISHER_SHORT = 0.97  # publisher reached less than this share of the asked rate: invalid
 OTHER_LIMIT = 0.20  # cores of CPU used by processes not ours: the step is noise, retried
 
@@ -119,6 +120,7 @@ class Step:
     p50_read: float = 0.0
     p99_read: float = 0.0
     server_cpu: float = 0.0  # seconds, publish + drain, every server process
+    drain_cpu: float = 0.0  # seconds of it after publishing stopped (a backlog shows here)
     server_util: float = 0.0  # server CPU / publish phase, in cores
     us_per_delivery: float = 0.0
     generator_util: float = 0.0  # this process, share of its core
@@ -136,10 +138,14 @@ class Step:
     def judge(self) -> None:
         """Name what made the step not clean; "clean" when nothing did.
 
-        Other work on the machine, or a load core past 90 %, can only make a server look
-        worse (CPU stolen from it; frames, publishes and reads held up on the load side),
-        so a step that passes despite either counts, noted as noisy or loaded; one that
-        fails is invalid: it may have measured the load side, not the server.
+        Other work on the machine can only make a server look worse (it steals CPU), so
+        a step that passes despite it counts, noted as noisy; one that fails is invalid.
+        A load core past 90 % is the same, with one more way to mislead: a generator that
+        falls behind lets the counting sockets' windows fill, and the server then sends
+        its backlog after publishing stopped, joined into fewer writes, which lowers its
+        measured use. A loaded step counts only when it kept up: the server's CPU after
+        publishing stopped was small, and the probes read their frames within the p99
+        limit. Otherwise, or when it failed, it is invalid.
         """
         reasons = []
         saturated = self.server_util > SERVER_SATURATED or self.server_core_busy > SERVER_CORE_FULL
@@ -158,7 +164,8 @@ class Step:
             reasons.append(f"{self.dropped} dropped")
         self.noisy = self.other > OTHER_LIMIT
         self.loaded = self.generator_util > LOAD_SATURATED or self.load_core_busy > LOAD_SATURATED
-        if self.loaded and reasons:
+        kept_up = self.drain_cpu <= DRAIN_SHARE * self.server_cpu and self.p99_read <= P99_LIMIT
+        if self.loaded and (reasons or not kept_up):
             self.valid = False
             reasons.insert(0, "load core saturated")
         if self.noisy and reasons:
@@ -288,6 +295,7 @@ async def measure_step(
     fleet.coalesce(1)
     step.drain = await fleet.wait_quiet(quiet=1.0, cap=max(5.0, duration))
     step.server_cpu = servers.cpu() - cpu0
+    step.drain_cpu = step.server_cpu - cpu_publish
 
     step.sent, step.seconds = answer["sent"], answer["elapsed"]
     step.publisher_lag = answer["max_lag"]

@@ -332,6 +332,7 @@ class StampedTransport:
     ) -> None:
         self._loop, self._sock, self._protocol = loop, sock, protocol
         self._open = True
+        self._unsent = b""  # what a full send buffer did not take yet (rare: control frames)
         protocol.connection_made(cast(asyncio.Transport, self))
         loop.add_reader(sock.fileno(), self._readable)
 
@@ -356,10 +357,33 @@ class StampedTransport:
         self._protocol.stamped_update(nbytes, arrival)
 
     def write(self, data: bytes) -> None:
+        if not self._open:
+            return
+        if self._unsent:  # keep the order: behind what is already waiting
+            self._unsent += data
+            return
         try:
-            self._sock.sendall(data)  # small control frames into an empty send buffer
+            sent = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
         except OSError as exc:
             self._lose(exc)
+            return
+        if sent < len(data):
+            self._unsent = data[sent:]
+            self._loop.add_writer(self._sock.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        try:
+            sent = self._sock.send(self._unsent)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lose(exc)
+            return
+        self._unsent = self._unsent[sent:]
+        if not self._unsent:
+            self._loop.remove_writer(self._sock.fileno())
 
     def get_extra_info(self, name: str) -> object:
         return self._sock if name == "socket" else None
@@ -372,6 +396,8 @@ class StampedTransport:
             return
         self._open = False
         self._loop.remove_reader(self._sock.fileno())
+        if self._unsent:
+            self._loop.remove_writer(self._sock.fileno())
         self._sock.close()
         self._protocol.connection_lost(exc)
 

@@ -191,3 +191,58 @@ async def test_a_probe_times_arrival_by_the_kernel_not_by_its_read() -> None:
         sub.close()
         listener.close()
         server.join(5)
+
+
+class _Watched(Subscriber):
+    """A probe that says when its connection is gone."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "127.0.0.1", "/ws", Dialect.PLAIN, "bench",
+            acks=True, probe=True, on_ready=lambda _s: None, latencies=[],
+        )  # fmt: skip
+        self.lost = asyncio.Event()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.lost.set()
+
+
+async def test_a_probe_writes_everything_in_order_when_the_send_buffer_is_full() -> None:
+    """Writes that a full send buffer cannot take wait and go out in order; EOF closes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)  # accepted ones too
+    first, second = b"a" * 3_000_000, b"b" * 1_000_000
+    may_read, received = threading.Event(), bytearray()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            may_read.wait(5)  # not reading until the client's buffer has filled
+            while not received.endswith(second):
+                chunk = conn.recv(1 << 20)
+                if not chunk:
+                    break
+                received.extend(chunk)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    sub = _Watched()
+    try:
+        transport = await open_stamped(listener.getsockname()[1], sub)
+        sock = transport.get_extra_info("socket")
+        assert isinstance(sock, socket.socket)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+        transport.write(first)
+        assert transport._unsent, "the send buffer took 3 MB at once: nothing was tested"
+        transport.write(second)
+        may_read.set()
+        await asyncio.wait_for(sub.lost.wait(), 10)  # the server read it all and closed
+        request = received[: received.index(b"\r\n\r\n") + 4]
+        assert request.startswith(b"GET /ws HTTP/1.1")
+        assert received[len(request) :] == first + second
+        assert sub.state is State.CLOSED
+    finally:
+        sub.close()
+        listener.close()
+        server.join(5)

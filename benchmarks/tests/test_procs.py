@@ -1,0 +1,65 @@
+"""The machine settings a run changes are put back exactly, and a failure changes nothing."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from benchmarks import procs
+
+ROUTE = "local 127.0.0.1 dev lo proto kernel scope host src 127.0.0.1"
+
+
+class _Ip:
+    """Stands in for `ip route ... table local`: records changes, shows a route."""
+
+    def __init__(self, shown: str, fail_on: str = "") -> None:
+        self.shown, self.fail_on = shown, fail_on
+        self.changes: list[list[str]] = []
+
+    def __call__(self, command: str, *args: str) -> str:
+        if command == self.fail_on:
+            raise subprocess.CalledProcessError(2, ["ip"], stderr="Operation not permitted")
+        if command == "change":
+            self.changes.append(list(args))
+            return ""
+        return self.shown + "\n"
+
+
+def test_quickack_is_set_for_the_run_and_the_route_put_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ip = _Ip(ROUTE)
+    monkeypatch.setattr(procs, "_ip_route", ip)
+    with procs.loopback_acks_prompt(True) as setting:
+        assert setting.startswith("prompt")
+        assert ip.changes == [[*ROUTE.split(), "quickack", "1"]]
+    assert ip.changes[-1] == ROUTE.split()
+
+
+def test_a_route_that_had_quickack_gets_it_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    ip = _Ip(ROUTE + " quickack 1")
+    monkeypatch.setattr(procs, "_ip_route", ip)
+    with procs.loopback_acks_prompt(True):
+        assert ip.changes == [[*ROUTE.split(), "quickack", "1"]]
+    assert ip.changes[-1] == [*ROUTE.split(), "quickack", "1"]
+
+
+def test_without_permission_the_run_says_so_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ip = _Ip(ROUTE, fail_on="change")
+    monkeypatch.setattr(procs, "_ip_route", ip)
+    with procs.loopback_acks_prompt(True) as setting:
+        assert setting.startswith("kernel default (delayed; could not set quickack")
+        assert "Operation not permitted" in setting
+    assert ip.changes == []
+
+
+def test_delayed_acks_leave_the_route_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    ip = _Ip(ROUTE)
+    monkeypatch.setattr(procs, "_ip_route", ip)
+    with procs.loopback_acks_prompt(False) as setting:
+        assert setting == "kernel default (delayed)"
+    assert ip.changes == []
