@@ -126,11 +126,6 @@ def _load(path: Path) -> dict[str, Any]:
     return {"meta": {}, "peers": {}}
 
 
-def _settings(entry: dict[str, Any]) -> dict[str, str]:
-    """How the machine was set when a peer's entry was measured (see ``main``)."""
-    return {key: entry.get(key, "kernel default") for key in ("loopback_receive", "client_acks")}
-
-
 def _smoke_failures(results: dict[str, Any], names: list[str]) -> list[str]:
     failures = []
     for name in names:
@@ -195,7 +190,8 @@ async def main_async(args: argparse.Namespace, settings: dict[str, str]) -> int:
             print(f"{name}:", flush=True)
             entry = await run_peer(peer, ctx, plan, scenarios, redis, settings)
             previous = results["peers"].get(name, {})
-            if previous.get("mode") == plan.mode and _settings(previous) == settings:
+            same_settings = all(previous.get(key) == value for key, value in settings.items())
+            if previous.get("mode") == plan.mode and same_settings:
                 # A re-run of some scenarios keeps this peer's other, earlier ones, when
                 # they were measured the same way (the entry's settings label them all).
                 kept = previous.get("scenarios", {})

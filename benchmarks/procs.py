@@ -295,25 +295,22 @@ def loopback_acks_prompt(enabled: bool) -> Iterator[str]:
     plain = list(original)
     if "quickack" in plain:
         del plain[plain.index("quickack") : plain.index("quickack") + 2]
+    try:
+        _ip_route("change", *plain, "quickack", "1")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        yield _not_set(exc)
+        return
     restore = " ".join(["ip route change table local", *original])
-    applied = False
-    try:  # the restore in `finally` covers an interrupt once the change is made
-        try:
-            _ip_route("change", *plain, "quickack", "1")
-            applied = True
-        except (OSError, subprocess.CalledProcessError) as exc:
-            yield _not_set(exc)
-            return
-        print(f"quickack set on the 127.0.0.1 route; if this run is killed: {restore}",
-              file=sys.stderr, flush=True)  # fmt: skip
+    print(f"quickack set on the 127.0.0.1 route; if this run is killed: {restore}",
+          file=sys.stderr, flush=True)  # fmt: skip
+    try:
         yield "prompt (quickack on the 127.0.0.1 route)"
     finally:
-        if applied:
-            try:
-                _ip_route("change", *original)
-            except (OSError, subprocess.CalledProcessError) as exc:
-                print(f"could not restore the 127.0.0.1 route ({exc}); run: {restore}",
-                      file=sys.stderr, flush=True)  # fmt: skip
+        try:
+            _ip_route("change", *original)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"could not restore the 127.0.0.1 route ({exc}); run: {restore}",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _not_set(exc: Exception) -> str:

@@ -245,7 +245,7 @@ def _median_step(runs: list[Step]) -> Step:
         return middle
     latencies = {
         name: statistics.median(getattr(step, name) for step in valid)
-        for name in ("p50", "p90", "p99", "max", "p50_read", "p99_read")
+        for name in ("p50", "p90", "p99", "max", "p99_read")
     }
     return replace(middle, **latencies)
 

@@ -115,9 +115,8 @@ class Step:
     p99: float = 0.0
     max: float = 0.0
     samples: int = 0
-    # The same latencies taken when the generator read the frame, not when the kernel
+    # The p99 of the same latencies taken when the generator read the frame, not when the kernel
     # received it: the difference is the load core's queue (see wsclient.StampedTransport).
-    p50_read: float = 0.0
     p99_read: float = 0.0
     server_cpu: float = 0.0  # seconds, publish + drain, every server process
     drain_cpu: float = 0.0  # seconds of it after publishing stopped (a backlog shows here)
@@ -311,7 +310,7 @@ async def measure_step(
     step.samples = len(latencies)
     step.p50, step.p90, step.p99 = (percentile(latencies, q) for q in (0.5, 0.9, 0.99))
     step.max = max(latencies, default=0.0)
-    step.p50_read, step.p99_read = percentile(read, 0.5), percentile(read, 0.99)
+    step.p99_read = percentile(read, 0.99)
     phase = max(publish_end - start, 1e-6)
     step.server_util = cpu_publish / phase
     step.us_per_delivery = step.server_cpu / step.delivered * 1e6 if step.delivered else 0.0

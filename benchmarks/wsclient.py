@@ -415,14 +415,3 @@ async def open_stamped(port: int, protocol: Subscriber) -> StampedTransport:
         sock.close()
         raise
     return StampedTransport(loop, sock, protocol)
-
-
-async def open_subscriber(
-    port: int,
-    path: str,
-    factory: Callable[[], Subscriber],
-) -> Subscriber:
-    """Open one TCP connection to 127.0.0.1:port; the handshake then runs on its own."""
-    loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(factory, "127.0.0.1", port)
-    return protocol
