@@ -2,8 +2,9 @@
 
 An event runs: broker reader -> :meth:`Hub.on_event` -> the channel's batch for
 this pass of the event loop -> at the end of the pass, each live subscriber's
-``sink``, which only writes or enqueues. Every subscriber gets the same
-:class:`Batch` (so the same bytes: a burst of events is one joined write per
+``writer`` (the batch's WebSocket bytes straight to its socket) or, when it has none
+right now, its ``sink``, which only writes or enqueues. Every subscriber gets the
+same :class:`Batch` (so the same bytes: a burst of events is one joined write per
 connection, joined once). Nothing here awaits per subscriber.
 
 Joining with a replay is gap-free (habit 7): the subscriber is parked in the
@@ -43,20 +44,29 @@ class Subscriber(Protocol):
     def sink(self) -> Callable[[Batch], None]:
         """Takes a batch of live events; must not block or await."""
 
+    @property
+    def writer(self) -> Callable[[bytes], None] | None:
+        """Writes a batch's :attr:`Batch.ws_bytes` to the connection, while that is all
+        :attr:`sink` would do with the batch; else None. When it changes, the
+        subscriber calls :meth:`Hub.refresh` for each of its channels."""
+
     def close(self, code: int, reason: str) -> None:
         """End the subscriber's connection (it then leaves its channels)."""
+
+
+_Fanout = tuple[tuple[Callable[[bytes], None], ...], tuple[Callable[[Batch], None], ...]]
 
 
 class _Channel:
     __slots__ = (
         "catchup",
+        "fanout",
         "held",
         "last_key",
         "live",
         "name",
         "pending",
         "ready",
-        "sinks",
         "tick",
         "waiters",
     )
@@ -64,9 +74,10 @@ class _Channel:
     def __init__(self, name: str) -> None:
         self.name = name
         self.live: dict[Subscriber, Callable[[Batch], None]] = {}  # subscriber -> its sink
-        # live's sinks for the fan-out (a tuple iterates faster than a dict), rebuilt
-        # lazily so that joining stays O(1) when thousands connect at once
-        self.sinks: tuple[Callable[[Batch], None], ...] | None = None
+        # live's writers, and the sinks of those without one, for the fan-out (a tuple
+        # iterates faster than a dict; a writer call skips the sink's Python frame),
+        # rebuilt lazily so that joining stays O(1) when thousands connect at once
+        self.fanout: _Fanout | None = None
         self.tick: list[Event] = []  # fanned out in this pass, not yet handed to `live`
         self.pending: dict[Subscriber, list[Event]] = {}  # buffers while a replay is read
         self.ready: asyncio.Task[None] | None = None  # broker subscription + start cursor
@@ -78,6 +89,17 @@ class _Channel:
 
     def empty(self) -> bool:
         return not self.live and not self.pending
+
+    def route(self) -> _Fanout:
+        writers, sinks = [], []
+        for subscriber, sink in self.live.items():
+            writer = subscriber.writer
+            if writer is None:
+                sinks.append(sink)
+            else:
+                writers.append(writer)
+        self.fanout = (tuple(writers), tuple(sinks))
+        return self.fanout
 
 
 class Hub:
@@ -162,9 +184,12 @@ class Hub:
             now = time.time()
             for event in batch.events:
                 metrics.LATENCY.observe(max(0.0, now - event.ts))
-        sinks = channel.sinks
-        if sinks is None:
-            sinks = channel.sinks = tuple(channel.live.values())
+        # A write that backs a socket up makes its subscriber refresh the channel (writer
+        # -> sink) while this runs; that takes effect from the next batch.
+        writers, sinks = channel.fanout or channel.route()
+        data = batch.ws_bytes
+        for write in writers:
+            write(data)
         for sink in sinks:
             sink(batch)
 
@@ -217,8 +242,14 @@ class Hub:
         self._hand_over(channel)
         buffered = channel.pending.pop(subscriber)
         channel.live[subscriber] = subscriber.sink
-        channel.sinks = None
+        channel.fanout = None
         return merge([], buffered, after), channel.last_key
+
+    def refresh(self, name: str) -> None:
+        """A live subscriber of channel ``name`` got or lost its writer."""
+        channel = self._channels.get(name)
+        if channel is not None:
+            channel.fanout = None
 
     @staticmethod
     def _wake(channel: _Channel) -> None:
@@ -237,7 +268,7 @@ class Hub:
         if channel is None:
             return
         if channel.live.pop(subscriber, None) is not None:
-            channel.sinks = None
+            channel.fanout = None
         channel.pending.pop(subscriber, None)
         if channel.empty():
             del self._channels[name]

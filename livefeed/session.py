@@ -42,6 +42,15 @@ class Outbox(Protocol):
     def send_batch(self, batch: Batch) -> None:
         """Queue a batch of live events of one channel; as :meth:`send_event`."""
 
+    @property
+    def writer(self) -> Callable[[bytes], None] | None:
+        """Writes a batch's WebSocket bytes straight to the socket, while that is all
+        :meth:`send_batch` would do (the connection is open and not backed up); else
+        None, always for an outbox that queues."""
+
+    def on_writer_change(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` whenever :attr:`writer` changes."""
+
     def send_frame(self, frame: bytes, kind: str) -> None:
         """Queue a control frame (JSON bytes) of type ``kind``; never blocks."""
 
@@ -89,6 +98,7 @@ class Session:
         self._settings = settings
         self._outbox = outbox
         self.sink = outbox.send_batch  # the hub hands live events straight to the outbox
+        outbox.on_writer_change(self._writer_changed)
         self._clock = clock
         self._rate = FrameRateLimit(settings.frame_rate, settings.frame_burst, clock())
         self._subscriptions: dict[str, _Subscription] = {}
@@ -103,6 +113,14 @@ class Session:
         return self._claims.sub if self._claims is not None else None
 
     # Hub and presence side -----------------------------------------------------
+
+    @property
+    def writer(self) -> Callable[[bytes], None] | None:
+        return self._outbox.writer
+
+    def _writer_changed(self) -> None:
+        for tool in self._subscriptions:
+            self._hub.refresh(tool)
 
     def close(self, code: int, reason: str) -> None:
         self._outbox.close(code, reason)

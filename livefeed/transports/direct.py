@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from uvicorn.protocols.utils import ClientDisconnected
@@ -262,8 +263,11 @@ class DirectOutbox:
     is backed up they wait here, bounded: past ``max_frames`` waiting, or
     ``max_bytes`` waiting plus buffered, the connection is closed with 4008.
 
-    The hot path is :meth:`send_batch` while ``_clear``: one ``transport.write`` of
-    bytes shared with every other subscriber, nothing else.
+    The hot path is :attr:`writer`, the transport's own ``write``, which the hub calls
+    with bytes shared with every other subscriber while the socket is clear; when it
+    backs up (or the connection ends) the writer goes, and the hub is told, before
+    anything else can be written (``pause_writing`` comes from inside the write), so
+    from then on frames come through :meth:`send_batch` and wait in order.
     """
 
     __slots__ = (
@@ -276,6 +280,7 @@ class DirectOutbox:
         "_waiting_bytes",
         "_waiting_frames",
         "_write",
+        "_writer_changed",
     )
 
     def __init__(self, protocol: DirectWebSocketProtocol, max_frames: int, max_bytes: int) -> None:
@@ -291,11 +296,25 @@ class DirectOutbox:
         self._waiting_frames = 0
         self._waiting_bytes = 0
         self._drained: asyncio.Event | None = None  # made only if a replay has to wait
+        self._writer_changed: Callable[[], None] | None = None
         protocol.outbox = self
 
     @property
     def closed(self) -> bool:
         return self._protocol is None or not self._protocol.direct_open
+
+    @property
+    def writer(self) -> Callable[[bytes], None] | None:
+        return self._write if self._clear else None
+
+    def on_writer_change(self, changed: Callable[[], None]) -> None:
+        self._writer_changed = changed
+
+    def _set_clear(self, clear: bool) -> None:
+        if clear != self._clear:
+            self._clear = clear
+            if self._writer_changed is not None:
+                self._writer_changed()
 
     def send_batch(self, batch: Batch) -> None:
         if self._clear:
@@ -334,7 +353,7 @@ class DirectOutbox:
     # Called by the protocol.
 
     def paused(self) -> None:
-        self._clear = False
+        self._set_clear(False)
 
     def resumed(self) -> None:
         protocol = self._protocol
@@ -344,13 +363,14 @@ class DirectOutbox:
             waiting = self._waiting
             self._waiting, self._waiting_frames, self._waiting_bytes = [], 0, 0
             self._write(b"".join(waiting))
-        self._clear = protocol.direct_open and not protocol.direct_paused
+        self._set_clear(protocol.direct_open and not protocol.direct_paused)
         if self._drained is not None:
             self._drained.set()
 
     def stop(self) -> None:
         """The connection is closing: write nothing more."""
-        self._clear = False
+        self._set_clear(False)
+        self._writer_changed = None  # (a cycle through the session, broken)
         self._protocol = None
         self._waiting, self._waiting_frames, self._waiting_bytes = [], 0, 0
         if self._drained is not None:

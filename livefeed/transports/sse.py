@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from starlette.requests import Request
@@ -86,6 +86,11 @@ class SseOutbox:
     def send_batch(self, batch: Batch) -> None:
         for event in batch.events:
             self.send_event(event)
+
+    writer = None  # every frame goes through the queue
+
+    def on_writer_change(self, changed: Callable[[], None]) -> None:
+        pass  # the writer never changes
 
     def send_frame(self, frame: bytes, kind: str) -> None:
         if kind in _FORWARDED:

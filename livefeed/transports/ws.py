@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -59,6 +60,11 @@ class QueueOutbox:
     def send_batch(self, batch: Batch) -> None:
         for event in batch.events:
             self._push(event.text)
+
+    writer = None  # every frame goes through the queue
+
+    def on_writer_change(self, changed: Callable[[], None]) -> None:
+        pass  # the writer never changes
 
     def send_frame(self, frame: bytes, kind: str) -> None:
         self._push(frame.decode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 
 from livefeed.brokers.base import Broker
 from livefeed.envelope import Batch, Event
@@ -17,6 +18,8 @@ from tests.support.timing import async_wait_until
 
 class Recorder:
     """A subscriber that keeps what the hub gives it, as a session's outbox would."""
+
+    writer = None  # takes every batch through its sink, as a queueing outbox does
 
     def __init__(self) -> None:
         self.events: list[Event] = []
@@ -133,4 +136,57 @@ async def test_a_burst_is_handed_over_as_one_batch_per_pass(make_broker: MakeBro
     assert len(subscriber.batches) < 50
     joined = subscriber.batches[0]
     assert joined.ws_bytes == b"".join(e.ws_frame for e in joined.events)
+    await hub.close()
+
+
+class BackingUp(Recorder):
+    """A subscriber with a writer, as a direct WebSocket outbox: its socket backs up
+    after ``room`` writes, and it tells the hub from inside that write, as
+    ``pause_writing`` does."""
+
+    def __init__(self, hub: Hub, tool: str, room: int) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self._hub, self._tool, self._room = hub, tool, room
+
+    @property
+    def writer(self) -> Callable[[bytes], None] | None:  # type: ignore[override]
+        return self._write if len(self.written) < self._room else None
+
+    def _write(self, data: bytes) -> None:
+        self.written.append(data)
+        if len(self.written) == self._room:
+            self._hub.refresh(self._tool)
+
+    def drained(self) -> None:
+        self._room = len(self.written) + 1000
+        self._hub.refresh(self._tool)
+
+
+async def test_a_subscriber_whose_socket_backs_up_gets_batches_through_its_sink(
+    make_broker: MakeBroker,
+):
+    broker = make_broker()
+    await broker.start()
+    hub = Hub(broker, history_size=1000)
+    direct, queued = BackingUp(hub, "flask", room=2), Recorder()
+    await join(hub, "flask", direct)
+    await join(hub, "flask", queued)
+
+    async def publish_one() -> None:
+        await broker.publish(prepare(story(["flask"])), 1.0)
+        count = len(queued.batches) + 1
+        await async_wait_until(lambda: len(queued.batches) == count)
+
+    for _ in range(4):
+        await publish_one()
+    # Two writes of the shared bytes, then the sink from the batch after the one whose
+    # write backed the socket up.
+    assert direct.written == [b.ws_bytes for b in queued.batches[:2]]
+    assert direct.written[0] is queued.batches[0].ws_bytes
+    assert direct.batches == queued.batches[2:]
+    direct.drained()
+    await publish_one()
+    assert direct.written[2] is queued.batches[4].ws_bytes
+    assert len(direct.batches) == 2
     await hub.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import httpx
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import StartServer
@@ -13,6 +15,9 @@ from tests.support.clients import WsClient, publish_ok, story, unique_tool
 from tests.support.raw_ws import RawWebSocket
 from tests.support.server import ServerProcess
 from tests.support.timing import TIMEOUT
+
+# The most the kernel lets a socket's send buffer grow to.
+SEND_BUFFER_MAX = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
 
 
 async def scrape(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -50,6 +55,39 @@ async def test_a_consumer_that_stops_reading_is_closed_with_4008_and_slows_no_on
     assert metrics[("livefeed_connections_closed_total", (("reason", "slow_consumer"),))] == 1
     slow.abort()
     await fast.close()
+
+
+async def test_a_consumer_that_lags_within_its_limits_gets_every_event_in_order(
+    start_server: StartServer,
+):
+    server = start_server(
+        {"LIVEFEED_OUTBOX_FRAMES": "100000", "LIVEFEED_OUTBOX_BYTES": str(64 * 2**20)}
+    )
+    tools = [unique_tool(), unique_tool()]
+    lagging = await RawWebSocket.open(
+        server.port, f"/ws?tools={','.join(tools)}", receive_buffer=4096
+    )
+    # It reads nothing while ~10 MB are published: more than twice what the kernel's
+    # socket buffers can hold, so most of it waits in the server for the socket to
+    # drain, and the writes switch between the direct path and the held one.
+    body, batches = "x" * 4000, 25
+    assert batches * 100 * len(body) > 2 * SEND_BUFFER_MAX
+    published: dict[str, list[str]] = {tool: [] for tool in tools}
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        for batch in range(batches):
+            tool = tools[batch % 2]
+            document = {"events": [story([tool], f"b{batch}", body=body)] * 100}
+            published[tool] += [e["id"] for e in await publish_ok(server.url, document, http)]
+
+    received: dict[str, list[str]] = {tool: [] for tool in tools}
+    while sum(map(len, received.values())) < batches * 100:
+        opcode, payload = await asyncio.wait_for(lagging.read_frame(), TIMEOUT)
+        assert opcode == 0x1, f"unexpected frame {opcode}: {payload[:80]!r}"
+        frame = orjson.loads(payload)
+        if frame["type"] == "event":
+            received[frame["tool"]].append(frame["id"])
+    assert received == published
+    lagging.abort()
 
 
 async def test_metrics_count_connections_events_and_deliveries(server: ServerProcess):
