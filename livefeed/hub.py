@@ -179,11 +179,12 @@ class Hub:
             return
         batch = Batch(channel.tick)
         channel.tick = []
-        metrics.DELIVERIES.inc(len(channel.live) * len(batch))
+        counts = metrics.FANOUT
+        counts.deliveries += len(channel.live) * len(batch)
         if channel.name != FIREHOSE:  # each event once, not again on the firehose
             now = time.time()
             for event in batch.events:
-                metrics.LATENCY.observe(max(0.0, now - event.ts))
+                counts.observe_latency(max(0.0, now - event.ts))
         # A write that backs a socket up makes its subscriber refresh the channel (writer
         # -> sink) while this runs; that takes effect from the next batch.
         writers, sinks = channel.fanout or channel.route()
