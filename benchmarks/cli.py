@@ -71,6 +71,8 @@ def machine() -> dict[str, Any]:
         "cpu": f"{len(models)} x {models[0] if models else platform.processor()}",
         "memory_gib": round(int(memory) / 2**20, 1),
         "kernel": platform.release(),
+        # Every peer's sends pay for the machine's choice (benchmarks/README.md).
+        "congestion_control": Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip(),
         "os": _os_name(),
         "python": sys.version.split()[0],
         "generator_loop": loop.name(),

@@ -341,7 +341,8 @@ def render(results: dict[str, Any]) -> str:
         f"`{meta.get('mode', '?')}` ({plan.get('step_seconds', '?')} s per step{repeats}); each"
         " scenario's date is in its step table below",
         f"- Machine: {meta.get('cpu', '?')}, {meta.get('memory_gib', '?')} GiB, "
-        f"{meta.get('os', '?')}, Linux {meta.get('kernel', '?')}",
+        f"{meta.get('os', '?')}, Linux {meta.get('kernel', '?')}, TCP congestion control "
+        f"{meta.get('congestion_control', '?')}",
         f"- Pinning: {meta.get('pinning', '?')}; every server is one process "
         "(two in scale-out) with its Redis backend on",
         "- The clients' loopback TCP receive work: "
