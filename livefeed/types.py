@@ -19,7 +19,13 @@ FIREHOSE: Final = "*"
 
 TOOL_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 HANDLE_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-EVENT_ID_PATTERN: Final = re.compile(r"(\d{1,20})-(\d{1,20})")
+# [0-9], not \d: \d also takes other scripts' digits (U+0661), which int() reads.
+EVENT_ID_PATTERN: Final = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+
+
+def is_decimal(text: str) -> bool:
+    """True for ASCII digits only: ``str.isdigit`` also takes U+00B2, which int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def is_tool(name: object) -> bool:

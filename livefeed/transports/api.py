@@ -31,7 +31,7 @@ from livefeed.events import PreparedBatch, parse_body
 from livefeed.history import parse_id
 from livefeed.presence import Presence
 from livefeed.tokens import Claims, TokenError
-from livefeed.types import is_channel
+from livefeed.types import is_channel, is_decimal
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -49,7 +49,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes before reading it
     all: by Content-Length when given, else as it streams in."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and is_decimal(declared) and int(declared) > limit:
         raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
@@ -170,7 +170,7 @@ class Api:
 def _limit(text: str | None, most: int) -> int:
     if text is None:
         return 20
-    if not text.isdigit() or not 1 <= int(text) <= most:
+    if not is_decimal(text) or not 1 <= int(text) <= most:
         raise InvalidRequest(
             "invalid_query", f"limit: expected an integer from 1 to {most}", "limit"
         )

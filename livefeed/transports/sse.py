@@ -30,7 +30,7 @@ from livefeed.history import IdKey, decode_cursor, encode_cursor, format_id
 from livefeed.protocol import CloseCode
 from livefeed.session import Services, count_close
 from livefeed.transports.api import error_response, request_claims
-from livefeed.types import is_channel
+from livefeed.types import is_channel, is_decimal
 
 log = logging.getLogger("livefeed.sse")
 
@@ -147,7 +147,7 @@ def _subscribe_frame(request: Request, max_subscriptions: int) -> protocol.Subsc
             "too_many_subscriptions", f"at most {max_subscriptions} tools per stream", "tools"
         )
     history_text = params.get("history", "0")
-    if not history_text.isdigit() or int(history_text) > protocol.MAX_HISTORY:
+    if not is_decimal(history_text) or int(history_text) > protocol.MAX_HISTORY:
         raise InvalidRequest(
             "invalid_query", f"history: expected 0 to {protocol.MAX_HISTORY}", "history"
         )

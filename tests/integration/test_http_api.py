@@ -198,6 +198,8 @@ async def test_history_limit_since_and_recovered(server: ServerProcess):
         ("/api/tools/flask/events", {"limit": "101"}, "invalid_query", "limit"),
         ("/api/tools/flask/events", {"limit": "0"}, "invalid_query", "limit"),
         ("/api/tools/flask/events", {"limit": "ten"}, "invalid_query", "limit"),
+        ("/api/tools/flask/events", {"limit": "\u00b2"}, "invalid_query", "limit"),
+        ("/api/tools/flask/events", {"since": "\u0661-1"}, "invalid_query", "since"),
         ("/api/tools/flask/events", {"since": "yesterday"}, "invalid_query", "since"),
     ],
 )

@@ -55,6 +55,7 @@ async def test_history_and_an_invalid_request(server: ServerProcess):
             ("tools=Bad%20Tool", "invalid_tool"),
             ("", "invalid_query"),
             (f"tools={a}&history=101", "invalid_query"),
+            (f"tools={a}&history=%C2%B2", "invalid_query"),  # "²": a digit to isdigit()
         ]:
             response = await http.get(f"{server.url}/sse?{query}")
             assert response.status_code == 400

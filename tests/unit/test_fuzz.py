@@ -6,16 +6,20 @@ from __future__ import annotations
 import contextlib
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from starlette.requests import Request
 
 from livefeed.envelope import envelope, envelope_tail
-from livefeed.errors import PublishRejected
+from livefeed.errors import InvalidRequest, PublishRejected
 from livefeed.events import parse_body, prepare
 from livefeed.history import decode_cursor
 from livefeed.protocol import FrameError, parse_client_frame
+from livefeed.transports.api import _limit
+from livefeed.transports.sse import _subscribe_frame
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(
@@ -151,3 +155,16 @@ def test_valid_stories_are_accepted_and_their_envelope_is_exact(
 def test_cursor_decoding_only_raises_value_error(text: str) -> None:
     with contextlib.suppress(ValueError):
         decode_cursor(text)
+
+
+@FUZZ
+@given(st.text())
+@example("\u00b2")  # a digit to str.isdigit, not to int()
+@example("\u0661")  # a digit to both, but not an ASCII one
+def test_numbers_in_a_query_are_taken_or_refused_with_a_400(text: str) -> None:
+    query = urlencode({"tools": "flask", "history": text}).encode()
+    request = Request({"type": "http", "query_string": query, "headers": []})
+    with contextlib.suppress(InvalidRequest):
+        assert _subscribe_frame(request, 10).history == int(text)
+    with contextlib.suppress(InvalidRequest):
+        assert _limit(text, 100) == int(text)

@@ -26,7 +26,8 @@ def test_ids_parse_to_numeric_pairs_and_back():
     assert parse_id("1764040000000-3") == (1764040000000, 3)
     assert parse_id("9-0") < parse_id("10-0")  # type: ignore[operator]
     assert format_id((10, 2)) == "10-2"
-    for bad in ["", "1", "1-", "-1", "a-1", "1-1-1", " 1-1", "1-1\n", None, 5]:
+    other_digits = ["\u0661-1", "1-\uff11"]  # digits to int(), not ASCII ones
+    for bad in ["", "1", "1-", "-1", "a-1", "1-1-1", " 1-1", "1-1\n", None, 5, *other_digits]:
         assert parse_id(bad) is None
 
 
