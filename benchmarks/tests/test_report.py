@@ -82,3 +82,22 @@ def test_the_targets_table_says_which_targets_this_run_met() -> None:
     assert rows["≤ 10 KB per idle subscribed connection"].endswith("| met |")
     many = rows["many channels ≤ 1.3x one channel, CPU per delivery"]
     assert "3.00x" in many and "Nchan's own: 2.50x" in many and many.endswith("| **missed** |")
+
+
+def _rung(target: int, p99: float, loaded: bool = False, verdict: str = "clean") -> dict:
+    step = Step(target, target / 1000, per_second=target, p99=p99, loaded=loaded, verdict=verdict)
+    return step.as_dict()
+
+
+def test_the_latency_at_the_top_is_taken_below_a_loaded_step() -> None:
+    fanout = _ladder_result(250_000, 7.0, 0.003)
+    fanout["steps"] = [
+        _rung(200_000, 0.03),
+        _rung(250_000, 0.3, loaded=True),
+        _rung(300_000, 1.2, loaded=True, verdict="load core saturated"),
+    ]
+    fanout["best"] = fanout["steps"][1]
+    livefeed = {"label": "livefeed", "scenarios": {"fanout-1000": fanout}}
+    lines = render({"meta": {}, "peers": {"livefeed": livefeed}}).splitlines()
+    row = next(line for line in lines if line.startswith("| p99 ≤ 50 ms at the highest"))
+    assert "30.0 ms at 200,000/s; 300.0 ms at 250,000/s, a loaded step | met" in row
