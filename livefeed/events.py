@@ -147,7 +147,15 @@ def _prepare_one(raw: Any, prefix: str) -> PreparedEvent:
                 f'["{request.data.tool}"]',
                 f"{at}tools",
             )
-    data = msgspec.json.encode(request.data)
+    try:
+        data = msgspec.json.encode(request.data)
+        if request.idempotency_key is not None:
+            request.idempotency_key.encode()
+    except UnicodeEncodeError:  # over HTTP orjson refused it already, as bad JSON
+        raise InvalidEvent(
+            "text must be valid Unicode: a lone surrogate (U+D800-U+DFFF) cannot be sent",
+            _unencodable(raw, prefix),
+        ) from None
     if len(data) > MAX_DATA_BYTES:
         raise InvalidEvent(
             f"event data is {len(data)} bytes encoded; the limit is {MAX_DATA_BYTES}",
@@ -155,6 +163,34 @@ def _prepare_one(raw: Any, prefix: str) -> PreparedEvent:
         )
     kind: Kind = "story" if isinstance(request, StoryRequest) else "activity"
     return PreparedEvent(kind, tools, data, request.idempotency_key)
+
+
+def _unencodable(value: Any, path: str) -> str | None:
+    """The path of the first string in ``value`` that is not valid Unicode (of its
+    object, for a key), named as ``_field_of`` names fields."""
+    if isinstance(value, str):
+        return None if _encodable(value) else path or None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and not _encodable(key):
+                return path or None
+            found = _unencodable(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _unencodable(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def prepare(document: Any, max_batch: int = 1000) -> PreparedBatch:

@@ -10,6 +10,7 @@ Pure: the clock is passed in (``now``, UNIX seconds).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -66,14 +67,21 @@ def verify(token: str, secret: str, now: float) -> Claims:
     except jwt.PyJWTError as exc:
         raise TokenError(f"invalid token: {exc}") from None
     sub, tools, exp = payload["sub"], payload["tools"], payload["exp"]
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
-        raise TokenError("invalid token: exp must be a number")
+    if not isinstance(exp, int | float) or isinstance(exp, bool) or not _finite(exp):
+        raise TokenError("invalid token: exp must be a finite number")
     if not isinstance(tools, list):
         raise TokenError('invalid token: tools must be a list of tool slugs, or ["*"]')
     _check_claims(sub, tools)
     if exp <= now:
         raise TokenExpired("the token has expired")
     return Claims(sub, frozenset(tools), float(exp))
+
+
+def _finite(number: int | float) -> bool:
+    try:
+        return math.isfinite(number)  # NaN and Infinity are JSON to PyJWT
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _check_claims(sub: object, tools: Sequence[object]) -> None:

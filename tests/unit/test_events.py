@@ -105,6 +105,11 @@ def test_an_activity_goes_to_its_data_tool():
         (activity(tool="no spaces"), "data.tool"),
         (activity(actor={"handle": "a", "title": "x"}), "data.actor.title"),
         ({"kind": "story", "tools": ["flask"]}, "data"),
+        # Lone surrogates: only Python callers (the Publisher) can pass them.
+        (story(title="\ud800"), "data.title"),
+        (story(tags=["ok", "\udfff"]), "data.tags[1]"),
+        (story(author={"handle": "ok", "name": "a\ud800b"}), "data.author.name"),
+        ({**story(), "idempotency_key": "\ud800"}, "idempotency_key"),
     ],
 )
 def test_each_refusal_names_the_offending_field(document: dict[str, Any], field: str):
@@ -120,6 +125,7 @@ def test_fields_inside_a_batch_carry_the_event_index():
     assert refusal({"events": [story()], "also": 1}).field == "also"
     assert refusal({"events": []}).field == "events"
     assert refusal({"events": "nope"}).field == "events"
+    assert refusal({"events": [story(), story(title="\ud800")]}).field == "events[1].data.title"
 
 
 def test_a_batch_is_refused_whole_when_one_event_is_bad():
