@@ -17,14 +17,23 @@ IdKey = tuple[int, int]
 MAX_CURSOR_ENTRIES = 100
 
 
+# Ids are Redis stream ids: two unsigned 64-bit numbers. Redis refuses a larger one,
+# and a range that starts after the largest, which a resume from it would ask for.
+_MAX_PART = 2**64 - 1
+
+
 def parse_id(event_id: object) -> IdKey | None:
-    """``"1764040000000-3"`` -> ``(1764040000000, 3)``; anything else -> None."""
+    """``"1764040000000-3"`` -> ``(1764040000000, 3)``; anything else, and an id no
+    event can have, -> None."""
     if not isinstance(event_id, str):
         return None
     match = EVENT_ID_PATTERN.fullmatch(event_id)
     if match is None:
         return None
-    return int(match[1]), int(match[2])
+    key = int(match[1]), int(match[2])
+    if key[0] > _MAX_PART or key[1] > _MAX_PART or key == (_MAX_PART, _MAX_PART):
+        return None
+    return key
 
 
 def format_id(key: IdKey) -> EventId:

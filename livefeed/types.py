@@ -23,9 +23,14 @@ HANDLE_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 EVENT_ID_PATTERN: Final = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 
 
-def is_decimal(text: str) -> bool:
-    """True for ASCII digits only: ``str.isdigit`` also takes U+00B2, which int() refuses."""
-    return text.isascii() and text.isdigit()
+def decimal(text: str, most: int) -> int | None:
+    """``text`` as a whole number from 0 to ``most``, if it is one: ASCII digits only
+    (``str.isdigit`` also takes U+00B2, which int() refuses), and at most 20 of them
+    (int() refuses more than 4,300)."""
+    if len(text) > 20 or not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= most else None
 
 
 def is_tool(name: object) -> bool:

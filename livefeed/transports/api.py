@@ -6,12 +6,13 @@ Errors are ``{"error": {"code", "message", "field"}}`` with the contract's statu
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from livefeed import metrics
@@ -31,7 +32,7 @@ from livefeed.events import PreparedBatch, parse_body
 from livefeed.history import parse_id
 from livefeed.presence import Presence
 from livefeed.tokens import Claims, TokenError
-from livefeed.types import is_channel, is_decimal
+from livefeed.types import decimal, is_channel
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -49,7 +50,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes before reading it
     all: by Content-Length when given, else as it streams in."""
     declared = request.headers.get("content-length")
-    if declared is not None and is_decimal(declared) and int(declared) > limit:
+    declared_size = decimal(declared, sys.maxsize) if declared is not None else None
+    if declared_size is not None and declared_size > limit:
         raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
@@ -83,6 +85,9 @@ class Api:
         except LivefeedError as exc:
             metrics.PUBLISH_REQUESTS.labels(status=str(exc.status)).inc()
             return error_response(exc)
+        except ClientDisconnect:  # hung up mid-body: nothing published, no one to tell
+            metrics.PUBLISH_REQUESTS.labels(status="400").inc()
+            return Response(status_code=400)
         metrics.PUBLISH_REQUESTS.labels(status="202").inc()
         count_published(batch)
         events = [{"tool": tool, "id": event_id} for pairs in published for tool, event_id in pairs]
@@ -170,11 +175,12 @@ class Api:
 def _limit(text: str | None, most: int) -> int:
     if text is None:
         return 20
-    if not is_decimal(text) or not 1 <= int(text) <= most:
+    limit = decimal(text, most)
+    if limit is None or limit < 1:
         raise InvalidRequest(
             "invalid_query", f"limit: expected an integer from 1 to {most}", "limit"
         )
-    return int(text)
+    return limit
 
 
 def _channel(name: str) -> str:

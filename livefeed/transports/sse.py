@@ -30,7 +30,7 @@ from livefeed.history import IdKey, decode_cursor, encode_cursor, format_id
 from livefeed.protocol import CloseCode
 from livefeed.session import Services, count_close
 from livefeed.transports.api import error_response, request_claims
-from livefeed.types import is_channel, is_decimal
+from livefeed.types import decimal, is_channel
 
 log = logging.getLogger("livefeed.sse")
 
@@ -136,7 +136,8 @@ class SseOutbox:
 def _subscribe_frame(request: Request, max_subscriptions: int) -> protocol.Subscribe:
     """The subscribe an SSE URL stands for; raises InvalidRequest (400) when malformed."""
     params = request.query_params
-    tools = tuple(dict.fromkeys(t.strip() for t in params.get("tools", "").split(",") if t))
+    names = (t.strip() for t in params.get("tools", "").split(","))
+    tools = tuple(dict.fromkeys(name for name in names if name))
     if not tools:
         raise InvalidRequest("invalid_query", "tools: name at least one tool", "tools")
     bad = [tool for tool in tools if not is_channel(tool)]
@@ -146,8 +147,8 @@ def _subscribe_frame(request: Request, max_subscriptions: int) -> protocol.Subsc
         raise InvalidRequest(
             "too_many_subscriptions", f"at most {max_subscriptions} tools per stream", "tools"
         )
-    history_text = params.get("history", "0")
-    if not is_decimal(history_text) or int(history_text) > protocol.MAX_HISTORY:
+    history = decimal(params.get("history", "0"), protocol.MAX_HISTORY)
+    if history is None:
         raise InvalidRequest(
             "invalid_query", f"history: expected 0 to {protocol.MAX_HISTORY}", "history"
         )
@@ -155,7 +156,7 @@ def _subscribe_frame(request: Request, max_subscriptions: int) -> protocol.Subsc
     since = {
         channel: event_id for channel, event_id in _cursor(request).items() if channel in tools
     }
-    return protocol.Subscribe(tools, int(history_text), since, presence)
+    return protocol.Subscribe(tools, history, since, presence)
 
 
 def _cursor(request: Request) -> dict[str, str]:

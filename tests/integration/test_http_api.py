@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import orjson
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from tests.conftest import StartServer, redis_env
 from tests.support.clients import WsClient, activity, publish, publish_ok, story, unique_tool
 from tests.support.redis_server import RedisServer
-from tests.support.server import ServerProcess
+from tests.support.server import PUBLISH_KEY, ServerProcess
 from tests.support.timing import TIMEOUT, async_wait_until
 
 
@@ -147,6 +149,44 @@ async def test_over_the_publish_rate_is_429_with_retry_after(start_server: Start
     assert len((await history(server, tool)).json()["events"]) == 3
 
 
+async def test_a_batch_costing_more_than_the_burst_is_413_not_a_429_forever(
+    start_server: StartServer,
+):
+    server = start_server({"LIVEFEED_PUBLISH_BURST": "1000"})
+    tool, other = unique_tool(), unique_tool()
+    response = await publish(server.url, {"events": [story([tool, other])] * 501})
+    assert response.status_code == 413
+    assert error_of(response)["field"] == "events" and "1002" in error_of(response)["message"]
+    assert "retry-after" not in response.headers
+    assert (await history(server, tool)).json()["events"] == []
+    await publish_ok(server.url, {"events": [story([tool, other])] * 500})  # 1000: taken
+
+
+async def test_a_publisher_that_hangs_up_mid_body_publishes_nothing_quietly(
+    start_server: StartServer,
+):
+    server = start_server()  # its stop fails the test if the server logged a traceback
+    tool = unique_tool()
+    body = orjson.dumps(story([tool], "never finished"))
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"POST /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + PUBLISH_KEY.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body[:-5]
+    )
+    await writer.drain()
+    writer.close()
+
+    async def refused() -> bool:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+            text = (await http.get(f"{server.url}/metrics")).text
+        return 'livefeed_publish_requests_total{status="400"} 1.0' in text
+
+    await async_wait_until(refused, what="the server to count the broken request")
+    assert await titles(server, tool) == []
+
+
 async def test_the_broker_down_is_503_and_nothing_is_stored(
     start_server: StartServer, own_redis: RedisServer, prefix: str
 ):
@@ -199,7 +239,9 @@ async def test_history_limit_since_and_recovered(server: ServerProcess):
         ("/api/tools/flask/events", {"limit": "0"}, "invalid_query", "limit"),
         ("/api/tools/flask/events", {"limit": "ten"}, "invalid_query", "limit"),
         ("/api/tools/flask/events", {"limit": "\u00b2"}, "invalid_query", "limit"),
+        ("/api/tools/flask/events", {"limit": "0" * 4300 + "5"}, "invalid_query", "limit"),
         ("/api/tools/flask/events", {"since": "\u0661-1"}, "invalid_query", "since"),
+        ("/api/tools/flask/events", {"since": f"{2**64}-0"}, "invalid_query", "since"),
         ("/api/tools/flask/events", {"since": "yesterday"}, "invalid_query", "since"),
     ],
 )

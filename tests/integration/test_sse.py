@@ -29,7 +29,7 @@ async def live(sse: SseStream, count: int = 1) -> None:
 async def test_events_arrive_as_named_sse_messages_with_a_cursor(server: ServerProcess):
     a = unique_tool()
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
-        sse = await stream(http, server, f"tools={a}")
+        sse = await stream(http, server, f"tools={a},%20,")  # blank names are skipped
         assert sse.response.headers["content-type"].startswith("text/event-stream")
         assert sse.response.headers["cache-control"] == "no-cache"
         assert (await sse.next()).data == "" and sse.messages == []  # the retry: line
@@ -56,6 +56,7 @@ async def test_history_and_an_invalid_request(server: ServerProcess):
             ("", "invalid_query"),
             (f"tools={a}&history=101", "invalid_query"),
             (f"tools={a}&history=%C2%B2", "invalid_query"),  # "²": a digit to isdigit()
+            (f"tools={a}&history={'0' * 4301}", "invalid_query"),  # too long for int()
         ]:
             response = await http.get(f"{server.url}/sse?{query}")
             assert response.status_code == 400

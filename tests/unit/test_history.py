@@ -29,6 +29,11 @@ def test_ids_parse_to_numeric_pairs_and_back():
     other_digits = ["\u0661-1", "1-\uff11"]  # digits to int(), not ASCII ones
     for bad in ["", "1", "1-", "-1", "a-1", "1-1-1", " 1-1", "1-1\n", None, 5, *other_digits]:
         assert parse_id(bad) is None
+    # Redis stream ids: two unsigned 64-bit numbers, and nothing follows the largest.
+    top = 2**64 - 1
+    assert parse_id(f"{top}-0") == (top, 0)
+    for beyond in [f"{top + 1}-0", f"0-{top + 1}", f"{top}-{top}"]:
+        assert parse_id(beyond) is None
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,7 @@ def test_invalid_tool_names_are_not_a_frame_error():
         ('{"type":"subscribe","tools":["a"],"history":2.5}', ErrorCode.BAD_FRAME),
         ('{"type":"subscribe","tools":["a"],"since":{"b":"1-0"}}', ErrorCode.BAD_FRAME),
         ('{"type":"subscribe","tools":["a"],"since":{"a":"latest"}}', ErrorCode.BAD_FRAME),
+        (f'{{"type":"subscribe","tools":["a"],"since":{{"a":"{2**64}-0"}}}}', ErrorCode.BAD_FRAME),
         ('{"type":"subscribe","tools":["a"],"since":["1-0"]}', ErrorCode.BAD_FRAME),
         ('{"type":"subscribe","tools":["a"],"presence":"yes"}', ErrorCode.BAD_FRAME),
         ('{"type":"subscribe","tools":["a"],"histroy":20}', ErrorCode.BAD_FRAME),
