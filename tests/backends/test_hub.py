@@ -6,14 +6,20 @@ import asyncio
 import random
 from collections.abc import Callable
 
+import pytest
+import redis.asyncio as redis
+
 from livefeed.brokers.base import Broker
+from livefeed.brokers.redis import RedisBroker
+from livefeed.brokers.redis_layout import Layout
 from livefeed.envelope import Batch, Event
 from livefeed.events import prepare
 from livefeed.history import parse_id
 from livefeed.hub import Hub
 from tests.backends.conftest import MakeBroker
 from tests.support.clients import story
-from tests.support.timing import async_wait_until
+from tests.support.redis_server import RedisServer
+from tests.support.timing import TIMEOUT, async_wait_until
 
 
 class Recorder:
@@ -190,3 +196,25 @@ async def test_a_subscriber_whose_socket_backs_up_gets_batches_through_its_sink(
     assert direct.written[2] is queued.batches[4].ws_bytes
     assert len(direct.batches) == 2
     await hub.close()
+
+
+async def test_a_history_read_failing_with_the_link_up_is_logged_and_retried(
+    redis_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+):
+    broker = RedisBroker(redis_server.url, prefix, 1000, 600)
+    await broker.start()
+    hub = Hub(broker, history_size=1000)
+    client = redis.Redis.from_url(redis_server.url)
+    stream = Layout(prefix).stream("flask")
+    await client.set(stream, "not a stream")  # e.g. another app's key under our prefix
+    joining = asyncio.create_task(hub.join("flask", Recorder(), history=5))
+    await async_wait_until(
+        lambda: any("history of flask unreadable" in r.getMessage() for r in caplog.records),
+        what="the failing read to be logged",
+    )
+    assert not joining.done()
+    await client.delete(stream)
+    assert (await asyncio.wait_for(joining, TIMEOUT)).events == []
+    await client.aclose()
+    await hub.close()
+    await broker.close()
