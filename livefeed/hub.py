@@ -64,22 +64,25 @@ class _Channel:
         "fanout",
         "held",
         "last_key",
-        "live",
         "name",
         "pending",
+        "queued",
         "ready",
         "tick",
         "waiters",
+        "writers",
     )
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.live: dict[Subscriber, Callable[[Batch], None]] = {}  # subscriber -> its sink
-        # live's writers, and the sinks of those without one, for the fan-out (a tuple
-        # iterates faster than a dict; a writer call skips the sink's Python frame),
-        # rebuilt lazily so that joining stays O(1) when thousands connect at once
+        # Live subscribers, by how they take a batch: its WebSocket bytes written straight
+        # to their socket (a call without the sink's Python frame), or their sink.
+        self.writers: dict[Subscriber, Callable[[bytes], None]] = {}
+        self.queued: dict[Subscriber, Callable[[Batch], None]] = {}
+        # Both as tuples for the fan-out (a tuple iterates faster than a dict), rebuilt
+        # lazily so that joining stays O(1) when thousands connect at once.
         self.fanout: _Fanout | None = None
-        self.tick: list[Event] = []  # fanned out in this pass, not yet handed to `live`
+        self.tick: list[Event] = []  # fanned out in this pass, not yet handed over
         self.pending: dict[Subscriber, list[Event]] = {}  # buffers while a replay is read
         self.ready: asyncio.Task[None] | None = None  # broker subscription + start cursor
         self.last_key: IdKey | None = None  # last event fanned out: order and catch-up cursor
@@ -88,18 +91,29 @@ class _Channel:
         # go_live calls waiting for the live stream to reach an id they already sent
         self.waiters: list[tuple[IdKey, asyncio.Future[None]]] = []
 
+    def live(self) -> int:
+        return len(self.writers) + len(self.queued)
+
     def empty(self) -> bool:
-        return not self.live and not self.pending
+        return not self.writers and not self.queued and not self.pending
+
+    def add(self, subscriber: Subscriber) -> None:
+        writer = subscriber.writer
+        if writer is None:
+            self.queued[subscriber] = subscriber.sink
+        else:
+            self.writers[subscriber] = writer
+        self.fanout = None
+
+    def remove(self, subscriber: Subscriber) -> bool:
+        """Take ``subscriber`` off live delivery; False if it was not live."""
+        if self.writers.pop(subscriber, None) is None and self.queued.pop(subscriber, None) is None:
+            return False
+        self.fanout = None
+        return True
 
     def route(self) -> _Fanout:
-        writers, sinks = [], []
-        for subscriber, sink in self.live.items():
-            writer = subscriber.writer
-            if writer is None:
-                sinks.append(sink)
-            else:
-                writers.append(writer)
-        self.fanout = (tuple(writers), tuple(sinks))
+        self.fanout = (tuple(self.writers.values()), tuple(self.queued.values()))
         return self.fanout
 
 
@@ -126,7 +140,7 @@ class Hub:
     @property
     def channels(self) -> dict[str, int]:
         """Each channel with local subscribers, and how many."""
-        return {name: len(ch.live) + len(ch.pending) for name, ch in self._channels.items()}
+        return {name: ch.live() + len(ch.pending) for name, ch in self._channels.items()}
 
     # Fan-out -----------------------------------------------------------------
 
@@ -145,7 +159,7 @@ class Hub:
         channel.last_key = event.key
         if channel.waiters:
             self._wake(channel)
-        if channel.live:
+        if channel.writers or channel.queued:
             if not channel.tick:
                 self._dirty.append(channel)
                 if not self._flush_scheduled:
@@ -182,7 +196,7 @@ class Hub:
         batch = Batch(channel.tick)
         channel.tick = []
         counts = metrics.FANOUT
-        counts.deliveries += len(channel.live) * len(batch)
+        counts.deliveries += channel.live() * len(batch)
         if channel.name != FIREHOSE:  # each event once, not again on the firehose
             now = time.time()
             for event in batch.events:
@@ -244,15 +258,15 @@ class Hub:
         # Live subscribers get this pass's events first: the newcomer has them buffered.
         self._hand_over(channel)
         buffered = channel.pending.pop(subscriber)
-        channel.live[subscriber] = subscriber.sink
-        channel.fanout = None
+        channel.add(subscriber)
         return merge([], buffered, after), channel.last_key
 
-    def refresh(self, name: str) -> None:
-        """A live subscriber of channel ``name`` got or lost its writer."""
+    def refresh(self, name: str, subscriber: Subscriber) -> None:
+        """``subscriber`` got or lost its writer: from the next batch of channel ``name``
+        on, it takes batches the other way (if it is live there)."""
         channel = self._channels.get(name)
-        if channel is not None:
-            channel.fanout = None
+        if channel is not None and channel.remove(subscriber):
+            channel.add(subscriber)
 
     @staticmethod
     def _wake(channel: _Channel) -> None:
@@ -270,8 +284,7 @@ class Hub:
         channel = self._channels.get(name)
         if channel is None:
             return
-        if channel.live.pop(subscriber, None) is not None:
-            channel.fanout = None
+        channel.remove(subscriber)
         channel.pending.pop(subscriber, None)
         if channel.empty():
             del self._channels[name]
@@ -345,7 +358,7 @@ class Hub:
             log.warning(
                 "channel %s lost events in a broker outage; its subscribers resume", channel.name
             )
-            for subscriber in [*channel.live, *channel.pending]:
+            for subscriber in [*channel.writers, *channel.queued, *channel.pending]:
                 subscriber.close(CloseCode.GOING_AWAY, "events were lost in a broker outage")
         log.info("channel %s caught up %d events after a broker outage", channel.name, len(missed))
         for event in missed:

@@ -120,7 +120,7 @@ class Session:
 
     def _writer_changed(self) -> None:
         for tool in self._subscriptions:
-            self._hub.refresh(tool)
+            self._hub.refresh(tool, self)
 
     def close(self, code: int, reason: str) -> None:
         self._outbox.close(code, reason)

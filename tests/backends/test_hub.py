@@ -162,11 +162,11 @@ class BackingUp(Recorder):
     def _write(self, data: bytes) -> None:
         self.written.append(data)
         if len(self.written) == self._room:
-            self._hub.refresh(self._tool)
+            self._hub.refresh(self._tool, self)
 
     def drained(self) -> None:
         self._room = len(self.written) + 1000
-        self._hub.refresh(self._tool)
+        self._hub.refresh(self._tool, self)
 
 
 async def test_a_subscriber_whose_socket_backs_up_gets_batches_through_its_sink(
