@@ -114,7 +114,7 @@ def _ladder_table(name: str, results: dict[str, Any]) -> list[str]:
 
 
 def _highest_unloaded(result: dict[str, Any]) -> dict[str, Any] | None:
-    """The highest clean step that the load core kept up with without being loaded."""
+    """The highest clean step with the load core not saturated (not loaded)."""
     steps = [s for s in result.get("steps", []) if s["verdict"] == "clean" and not s["loaded"]]
     return max(steps, key=lambda step: step["target"], default=None)
 
@@ -175,8 +175,9 @@ def _targets_table(results: dict[str, Any]) -> list[str]:
     if top.get("p99") is not None:
         # A loaded step's latency is the clients' as much as the server's: the busy load
         # core reads late, their windows fill, and the server has to hold frames.
-        measured = _highest_unloaded(fanout) if top.get("loaded") else top
-        measured = measured or top
+        measured = top
+        if top.get("loaded"):
+            measured = _highest_unloaded(fanout) or top
         text = f"{_ms(measured['p99'])} ms"
         if measured is not top:
             text += (

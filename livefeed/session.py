@@ -28,7 +28,7 @@ from livefeed.limits import FrameRateLimit
 from livefeed.presence import Presence
 from livefeed.protocol import CloseCode, ErrorCode, FrameError
 from livefeed.tokens import Claims, TokenError, TokenExpired
-from livefeed.types import is_channel
+from livefeed.types import is_channel, tool_list
 
 log = logging.getLogger("livefeed.session")
 
@@ -66,6 +66,15 @@ class Outbox(Protocol):
 
     async def drain(self, below: int) -> None:
         """Wait until fewer than ``below`` frames are queued (or the outbox closed)."""
+
+
+class QueueingOutbox:
+    """An outbox that queues every frame: it never offers the hub a writer."""
+
+    writer = None
+
+    def on_writer_change(self, changed: Callable[[], None]) -> None:
+        pass  # the writer never changes
 
 
 @dataclass(slots=True)
@@ -142,8 +151,7 @@ class Session:
                 return
 
         if query_tools:
-            tools = tuple(dict.fromkeys(t.strip() for t in query_tools.split(",") if t.strip()))
-            await self.subscribe(protocol.Subscribe(tools))
+            await self.subscribe(protocol.Subscribe(tool_list(query_tools)))
 
     async def handle_text(self, text: str) -> None:
         """Handle one client text frame. Never raises for bad input."""

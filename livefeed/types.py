@@ -33,6 +33,11 @@ def decimal(text: str, most: int) -> int | None:
     return value if value <= most else None
 
 
+def tool_list(text: str) -> tuple[str, ...]:
+    """The names in a comma-separated ``?tools=``, trimmed, blanks skipped, each once."""
+    return tuple(dict.fromkeys(name for name in (t.strip() for t in text.split(",")) if name))
+
+
 def is_tool(name: object) -> bool:
     """True for a publishable tool slug (the firehose is not one)."""
     return isinstance(name, str) and TOOL_PATTERN.fullmatch(name) is not None

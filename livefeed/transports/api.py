@@ -32,7 +32,7 @@ from livefeed.events import PreparedBatch, parse_body
 from livefeed.history import parse_id
 from livefeed.presence import Presence
 from livefeed.tokens import Claims, TokenError
-from livefeed.types import decimal, is_channel
+from livefeed.types import decimal, is_channel, tool_list
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -133,8 +133,7 @@ class Api:
 
     async def presence(self, request: Request) -> Response:
         try:
-            text = request.query_params.get("tools", "")
-            tools = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+            tools = list(tool_list(request.query_params.get("tools", "")))
             if not tools:
                 raise InvalidRequest("invalid_query", "tools: name at least one tool", "tools")
             if len(tools) > self._settings.max_subscriptions:

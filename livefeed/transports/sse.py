@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import orjson
 from starlette.requests import Request
@@ -28,9 +28,9 @@ from livefeed.envelope import Batch, Event
 from livefeed.errors import Forbidden, InvalidRequest, LivefeedError
 from livefeed.history import IdKey, decode_cursor, encode_cursor, format_id
 from livefeed.protocol import CloseCode
-from livefeed.session import Services, count_close
+from livefeed.session import QueueingOutbox, Services, count_close
 from livefeed.transports.api import error_response, request_claims
-from livefeed.types import decimal, is_channel
+from livefeed.types import decimal, is_channel, tool_list
 
 log = logging.getLogger("livefeed.sse")
 
@@ -38,7 +38,7 @@ RETRY_MS = 2000  # the browser's reconnect delay, sent once at the start
 _FORWARDED = {"presence", "subscribed"}  # control frames SSE clients get as named events
 
 
-class SseOutbox:
+class SseOutbox(QueueingOutbox):
     """A bounded queue of SSE messages, drained by the response body."""
 
     def __init__(
@@ -87,11 +87,6 @@ class SseOutbox:
         for event in batch.events:
             self.send_event(event)
 
-    writer = None  # every frame goes through the queue
-
-    def on_writer_change(self, changed: Callable[[], None]) -> None:
-        pass  # the writer never changes
-
     def send_frame(self, frame: bytes, kind: str) -> None:
         if kind in _FORWARDED:
             self._push(b"event: " + kind.encode() + b"\ndata: " + frame + b"\n\n")
@@ -136,8 +131,7 @@ class SseOutbox:
 def _subscribe_frame(request: Request, max_subscriptions: int) -> protocol.Subscribe:
     """The subscribe an SSE URL stands for; raises InvalidRequest (400) when malformed."""
     params = request.query_params
-    names = (t.strip() for t in params.get("tools", "").split(","))
-    tools = tuple(dict.fromkeys(name for name in names if name))
+    tools = tool_list(params.get("tools", ""))
     if not tools:
         raise InvalidRequest("invalid_query", "tools: name at least one tool", "tools")
     bad = [tool for tool in tools if not is_channel(tool)]

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -19,7 +18,7 @@ from livefeed import metrics
 from livefeed.envelope import Batch, Event
 from livefeed.history import IdKey
 from livefeed.protocol import CloseCode
-from livefeed.session import Services, Session, count_close
+from livefeed.session import QueueingOutbox, Services, Session, count_close
 from livefeed.transports.direct import EXTENSION, DirectOutbox
 
 log = logging.getLogger("livefeed.ws")
@@ -27,7 +26,7 @@ log = logging.getLogger("livefeed.ws")
 MAX_WAITING_FRAMES = 100  # admitted frames queued behind a slow one (a long subscribe)
 
 
-class QueueOutbox:
+class QueueOutbox(QueueingOutbox):
     """A bounded queue of text frames and the writer that drains it."""
 
     def __init__(self, websocket: WebSocket, max_frames: int, max_bytes: int) -> None:
@@ -60,11 +59,6 @@ class QueueOutbox:
     def send_batch(self, batch: Batch) -> None:
         for event in batch.events:
             self._push(event.text)
-
-    writer = None  # every frame goes through the queue
-
-    def on_writer_change(self, changed: Callable[[], None]) -> None:
-        pass  # the writer never changes
 
     def send_frame(self, frame: bytes, kind: str) -> None:
         self._push(frame.decode())
