@@ -24,6 +24,7 @@ from benchmarks.procs import (
     LOAD_CORE,
     SERVER_CORE,
     arrival_stamp_point,
+    cores_awake,
     loopback_acks_prompt,
     loopback_receive_on,
     pin_self,
@@ -55,6 +56,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "browser reading each frame does (quickack on the 127.0.0.1 route, "
                         "needs root; restored after), or on the kernel's delayed-ACK timer, "
                         "as a client that does not read does")  # fmt: skip
+    parser.add_argument("--idle-cores", choices=("poll", "default"), default="poll",
+                        help="keep idle cores polling, not halted, for the run (holds "
+                        "/dev/cpu_dma_latency at 0, needs root; lifted when the run ends), "
+                        "or leave the kernel's idle states alone")  # fmt: skip
     parser.add_argument("--report-only", action="store_true",
                         help="re-render RESULTS.md from results.json")  # fmt: skip
     return parser.parse_args(argv)
@@ -230,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     with (
         loopback_receive_on(LOAD_CORE if steer else None) as receive,
         loopback_acks_prompt(touch and args.client_acks == "prompt") as acks,
+        cores_awake(touch and args.idle_cores == "poll") as idle,
     ):
-        settings = {"loopback_receive": receive, "client_acks": acks}
+        settings = {"loopback_receive": receive, "client_acks": acks, "idle_cores": idle}
         return loop.run(main_async(args, settings))

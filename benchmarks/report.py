@@ -327,6 +327,8 @@ def _versions(results: dict[str, Any]) -> list[str]:
             run += ", loopback receive steered"
         if "prompt" in peer.get("client_acks", ""):
             run += ", prompt ACKs"
+        if "polling" in peer.get("idle_cores", ""):
+            run += ", idle cores polling"
         lines.append(f"| {peer['label']} | {peer.get('date', '—')} ({run}) "
                      f"| {versions or peer.get('missing', '')} |")  # fmt: skip
     return lines
@@ -363,8 +365,9 @@ def render(results: dict[str, Any]) -> str:
         "(two in scale-out) with its Redis backend on",
         "- The clients' loopback TCP receive work: "
         f"{meta.get('loopback_receive', 'kernel default')}; the clients' ACKs: "
-        f"{meta.get('client_acks', 'kernel default (delayed)')} (see benchmarks/README.md,"
-        " What runs where)",
+        f"{meta.get('client_acks', 'kernel default (delayed)')}; idle cores: "
+        f"{meta.get('idle_cores', 'kernel default')} (see benchmarks/README.md, What runs"
+        " where)",
         f"- Redis {meta.get('redis', '?')} (the suite's own), generator on Python "
         f"{meta.get('python', '?')} with {meta.get('generator_loop', '?')}",
         "- A step is clean when loss ≤ 0.1 %, p99 ≤ 1 s, the server used ≤ 95 % of its core,"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import struct
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +66,34 @@ def test_delayed_acks_leave_the_route_alone(monkeypatch: pytest.MonkeyPatch) -> 
     with procs.loopback_acks_prompt(False) as setting:
         assert setting == "kernel default (delayed)"
     assert ip.changes == []
+
+
+def test_idle_cores_poll_while_the_run_holds_a_zero_latency_request(tmp_path: Path) -> None:
+    device = tmp_path / "cpu_dma_latency"
+    device.write_bytes(b"")
+    with procs.cores_awake(True, device) as setting:
+        assert setting.startswith("polling, not halted")
+        assert device.read_bytes() == struct.pack("i", 0)
+        held = _open_fds_to(device)
+        assert len(held) == 1
+    assert _open_fds_to(device) == []  # closing the device is what lifts the request
+
+
+def test_idle_cores_left_alone_when_asked_or_not_permitted(tmp_path: Path) -> None:
+    with procs.cores_awake(False, tmp_path / "absent") as setting:
+        assert setting == "kernel default"
+    with procs.cores_awake(True, tmp_path / "absent") as setting:
+        assert setting.startswith("kernel default (could not hold")
+        assert "No such file" in setting
+
+
+def _open_fds_to(path: Path) -> list[str]:
+    fds = Path("/proc/self/fd")
+    return [fd.name for fd in fds.iterdir() if _target(fd) == str(path)]
+
+
+def _target(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:
+        return ""
