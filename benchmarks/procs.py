@@ -242,32 +242,58 @@ class CoreMeter:
 
 
 LOOPBACK_RPS = Path("/sys/class/net/lo/queues/rx-0/rps_cpus")
+NETDEV_BACKLOG = Path("/proc/sys/net/core/netdev_max_backlog")
+SOFTNET_STAT = Path("/proc/net/softnet_stat")
+# Packets a core's receive backlog may hold while steered: a fan-out to 5,000 queues
+# 5,000 frames at once (two servers in scale-out, plus the clients' ACKs), against a
+# kernel default of 1,000.
+STEERED_BACKLOG = 50_000
 
 
 @contextlib.contextmanager
-def loopback_receive_on(core: int | None) -> Iterator[str]:
+def loopback_receive_on(core: int | None, backlog: int = STEERED_BACKLOG) -> Iterator[str]:
     """Steer the kernel's loopback receive work to ``core`` (RPS on ``lo``) for the
-    run, and put the old setting back afterwards. Yields what the run had, for the
-    report.
+    run, with a receive backlog of at least ``backlog`` packets, and put the old
+    settings back afterwards. Yields what the run had, for the report.
 
     By default a loopback send runs the receiving socket's TCP input inside the
     sender's system call, so the server under test would be charged for its clients'
     receive work, which on a real network runs on the clients' machines. Steered,
-    that work runs on the load core, with the generator it belongs to.
+    that work runs on the load core, with the generator it belongs to. Steering
+    makes a queue the default path does not have: a fan-out's frames wait in the
+    load core's backlog, and past ``netdev_max_backlog`` the kernel drops them, so a
+    frame arrives only on the sender's retransmission, 200 ms or more later.
     """
     if core is None:
         yield "kernel default"
         return
     try:
         before = LOOPBACK_RPS.read_text().strip()
+        backlog_before = int(NETDEV_BACKLOG.read_text())
         LOOPBACK_RPS.write_text(f"{1 << core:x}\n")
     except OSError as exc:
         yield f"kernel default (could not steer it: {exc.strerror or exc})"
         return
     try:
-        yield f"steered to core {core} (RPS on lo)"
+        depth = max(backlog, backlog_before)
+        try:
+            NETDEV_BACKLOG.write_text(f"{depth}\n")
+        except OSError:
+            depth = backlog_before
+        yield f"steered to core {core} (RPS on lo, backlog {depth:,} packets)"
     finally:
         LOOPBACK_RPS.write_text(before + "\n")
+        with contextlib.suppress(OSError):
+            NETDEV_BACKLOG.write_text(f"{backlog_before}\n")
+
+
+def backlog_drops(stat: Path = SOFTNET_STAT) -> int:
+    """Packets every core's receive backlog has dropped since boot (a full backlog)."""
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return 0
+    return sum(int(line.split()[1], 16) for line in lines if line.strip())
 
 
 @contextlib.contextmanager

@@ -279,7 +279,9 @@ def _steps_appendix(results: dict[str, Any]) -> list[str]:
         "Target and measured deliveries/s, loss, latency (ms; p99 read: when the generator"
         " read the frame rather than when it arrived), the server processes' CPU"
         " (cores) and their CPU µs per delivery, the server core's whole use (softirq"
-        " included), the generator's own CPU, the whole load core's, and other processes'.",
+        " included), the generator's own CPU, the whole load core's, other processes',"
+        " and the packets the kernel's receive backlogs dropped (such a frame arrives on"
+        " a retransmission, 200 ms or more later).",
         "",
     ]
     for peer in _ordered(results):
@@ -292,8 +294,9 @@ def _steps_appendix(results: dict[str, Any]) -> list[str]:
                 f"({result.get('date') or peer.get('date', '')})</summary>",
                 "",
                 "| target/s | delivered/s | loss | p50 | p90 | p99 | max | p99 read | server "
-                "| µs/deliv | server core | generator | load core | other | verdict |",
-                "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+                "| µs/deliv | server core | generator | load core | other | backlog drops "
+                "| verdict |",
+                "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
             ]  # fmt: skip
             for step in result["steps"]:
                 lines.append(
@@ -303,7 +306,8 @@ def _steps_appendix(results: dict[str, Any]) -> list[str]:
                     f"| {step['server_util']:.2f} "
                     f"| {_n(step['us_per_delivery'], 1)} | {step.get('server_core_busy', 0):.0%} "
                     f"| {step['generator_util']:.0%} | {step['load_core_busy']:.0%} "
-                    f"| {step.get('other', 0):.2f} | {step['verdict']}"
+                    f"| {step.get('other', 0):.2f} | {_n(step.get('backlog_drops'))} "
+                    f"| {step['verdict']}"
                     f"{_clean_but(step)} |"
                 )
             lines += ["", "</details>", ""]

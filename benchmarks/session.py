@@ -20,6 +20,7 @@ from benchmarks.procs import (
     SERVER_CORE,
     CoreMeter,
     Proc,
+    backlog_drops,
     descendants,
     free_port,
     pinned,
@@ -128,6 +129,7 @@ class Step:
     other: float = 0.0  # cores used by processes that are not part of the benchmark
     publisher_lag: float = 0.0
     dropped: int = 0  # subscriber connections closed by the server during the step
+    backlog_drops: int = 0  # packets the kernel's receive backlogs dropped (procs.backlog_drops)
     waited: float = 0.0  # for the server to idle and the machine to calm down, before
     verdict: str = ""  # "clean", or why not
     noisy: bool = False  # other work ran meanwhile (a clean step still counts)
@@ -283,6 +285,7 @@ async def measure_step(
     fleet.coalesce(COALESCE_BYTES)
     cpu0, gen0, start = servers.cpu(), self_cpu_seconds(), time.monotonic()
     load0 = tree_cpu_seconds(load_pids)
+    drops0 = backlog_drops()
     answer = await publisher.command(
         {"op": "publish", "rate": step.rate, "duration": duration, "seed": seed},
         patience=duration * 3 + 30,
@@ -304,6 +307,7 @@ async def measure_step(
     )
     step.delivered = fleet.delivered() - base
     step.dropped = fleet.closed() - dropped0
+    step.backlog_drops = backlog_drops() - drops0
     step.per_second = step.delivered / step.seconds
     step.loss = 1 - step.delivered / step.expected if step.expected else 0.0
     latencies, read = fleet.take_latencies()

@@ -68,6 +68,44 @@ def test_delayed_acks_leave_the_route_alone(monkeypatch: pytest.MonkeyPatch) -> 
     assert ip.changes == []
 
 
+def _knobs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, backlog: int) -> tuple[Path, Path]:
+    rps, depth = tmp_path / "rps_cpus", tmp_path / "netdev_max_backlog"
+    rps.write_text("0\n")
+    depth.write_text(f"{backlog}\n")
+    monkeypatch.setattr(procs, "LOOPBACK_RPS", rps)
+    monkeypatch.setattr(procs, "NETDEV_BACKLOG", depth)
+    return rps, depth
+
+
+def test_steered_receive_gets_a_deep_backlog_and_both_are_put_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rps, depth = _knobs(monkeypatch, tmp_path, 1000)
+    with procs.loopback_receive_on(1, backlog=50_000) as setting:
+        assert setting == "steered to core 1 (RPS on lo, backlog 50,000 packets)"
+        assert rps.read_text() == "2\n"
+        assert depth.read_text() == "50000\n"
+    assert rps.read_text() == "0\n"
+    assert depth.read_text() == "1000\n"
+
+
+def test_a_deeper_backlog_than_asked_is_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _, depth = _knobs(monkeypatch, tmp_path, 80_000)
+    with procs.loopback_receive_on(1, backlog=50_000) as setting:
+        assert setting.endswith("backlog 80,000 packets)")
+        assert depth.read_text() == "80000\n"
+    assert depth.read_text() == "80000\n"
+
+
+def test_backlog_drops_add_up_every_cores_second_column(tmp_path: Path) -> None:
+    stat = tmp_path / "softnet_stat"
+    stat.write_text("00008319 00000000 00000000 00000000\n065a72d6 00050eea 0000000a 00000000\n")
+    assert procs.backlog_drops(stat) == 0x50EEA
+    assert procs.backlog_drops(tmp_path / "absent") == 0
+
+
 def test_idle_cores_poll_while_the_run_holds_a_zero_latency_request(tmp_path: Path) -> None:
     device = tmp_path / "cpu_dma_latency"
     device.write_bytes(b"")
