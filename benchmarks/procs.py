@@ -282,9 +282,9 @@ def loopback_receive_on(core: int | None, backlog: int = STEERED_BACKLOG) -> Ite
             depth = backlog_before
         yield f"steered to core {core} (RPS on lo, backlog {depth:,} packets)"
     finally:
-        LOOPBACK_RPS.write_text(before + "\n")
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # first: a failing RPS restore must not skip it
             NETDEV_BACKLOG.write_text(f"{backlog_before}\n")
+        LOOPBACK_RPS.write_text(before + "\n")
 
 
 def backlog_drops(stat: Path = SOFTNET_STAT) -> int:
