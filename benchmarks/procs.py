@@ -341,10 +341,33 @@ def loopback_acks_prompt(enabled: bool) -> Iterator[str]:
 
 
 CPU_DMA_LATENCY = Path("/dev/cpu_dma_latency")
+CPU_SYSFS = Path("/sys/devices/system/cpu")
+
+
+def idle_poll_missing(cpus: Path = CPU_SYSFS) -> str | None:
+    """Why a 0 µs wake-up latency request cannot keep ``cpus``' idle cores polling, or
+    None when it can: each core's cpuidle driver offers the poll state it selects.
+
+    Without a driver (``current_driver`` reads ``none``), the kernel's idle loop halts
+    whatever the request says: seen on a KVM guest whose host gave no realtime hint,
+    so the built-in ``haltpoll`` driver did not register.
+    """
+    for core in sorted(cpus.glob("cpu[0-9]*")):
+        names = [state.read_text().strip() for state in core.glob("cpuidle/state*/name")]
+        if "POLL" not in names:
+            return f"no poll state on {core.name} (cpuidle driver: {cpuidle_driver(cpus)})"
+    return None
+
+
+def cpuidle_driver(cpus: Path = CPU_SYSFS) -> str:
+    driver = cpus / "cpuidle" / "current_driver"
+    return driver.read_text().strip() if driver.exists() else "none"
 
 
 @contextlib.contextmanager
-def cores_awake(enabled: bool, device: Path = CPU_DMA_LATENCY) -> Iterator[str]:
+def cores_awake(
+    enabled: bool, device: Path = CPU_DMA_LATENCY, cpus: Path = CPU_SYSFS
+) -> Iterator[str]:
     """Keep idle cores polling rather than halted for the run (a PM QoS request of 0 µs
     wake-up latency, held while the device stays open; closing it, or the process
     dying, lifts it). Yields what the run had, for the report.
@@ -360,6 +383,11 @@ def cores_awake(enabled: bool, device: Path = CPU_DMA_LATENCY) -> Iterator[str]:
     if not enabled:
         yield "kernel default"
         return
+    missing = idle_poll_missing(cpus)
+    if missing:
+        # Holding the request would change nothing; say so rather than claim polling.
+        yield f"kernel default, halting ({missing})"
+        return
     held = None
     try:
         held = os.open(device, os.O_WRONLY)
@@ -370,7 +398,7 @@ def cores_awake(enabled: bool, device: Path = CPU_DMA_LATENCY) -> Iterator[str]:
         yield f"kernel default (could not hold {device} at 0: {exc.strerror or exc})"
         return
     try:
-        yield f"polling, not halted ({device} held at 0)"
+        yield f"polling, not halted ({device} held at 0; cpuidle driver: {cpuidle_driver(cpus)})"
     finally:
         os.close(held)
 

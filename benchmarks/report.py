@@ -333,6 +333,8 @@ def _versions(results: dict[str, Any]) -> list[str]:
             run += ", prompt ACKs"
         if "polling" in peer.get("idle_cores", ""):
             run += ", idle cores polling"
+        elif "halting" in peer.get("idle_cores", ""):
+            run += ", idle cores halting"
         lines.append(f"| {peer['label']} | {peer.get('date', '—')} ({run}) "
                      f"| {versions or peer.get('missing', '')} |")  # fmt: skip
     return lines

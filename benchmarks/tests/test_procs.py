@@ -106,21 +106,47 @@ def test_backlog_drops_add_up_every_cores_second_column(tmp_path: Path) -> None:
     assert procs.backlog_drops(tmp_path / "absent") == 0
 
 
+def _cpus(root: Path, driver: str, states: dict[str, list[str]]) -> Path:
+    """A /sys/devices/system/cpu tree: the cpuidle driver and each core's state names."""
+    (root / "cpuidle").mkdir(parents=True)
+    (root / "cpuidle" / "current_driver").write_text(driver + "\n")
+    for core, names in states.items():
+        (root / core).mkdir()
+        for index, name in enumerate(names):
+            (root / core / "cpuidle" / f"state{index}").mkdir(parents=True)
+            (root / core / "cpuidle" / f"state{index}" / "name").write_text(name + "\n")
+    return root
+
+
 def test_idle_cores_poll_while_the_run_holds_a_zero_latency_request(tmp_path: Path) -> None:
     device = tmp_path / "cpu_dma_latency"
     device.write_bytes(b"")
-    with procs.cores_awake(True, device) as setting:
+    cpus = _cpus(tmp_path / "cpu", "haltpoll", {"cpu0": ["POLL", "haltpoll"], "cpu1": ["POLL"]})
+    with procs.cores_awake(True, device, cpus) as setting:
         assert setting.startswith("polling, not halted")
+        assert setting.endswith("; cpuidle driver: haltpoll)")
         assert device.read_bytes() == struct.pack("i", 0)
         held = _open_fds_to(device)
         assert len(held) == 1
     assert _open_fds_to(device) == []  # closing the device is what lifts the request
 
 
+def test_idle_cores_said_to_halt_when_no_driver_offers_a_poll_state(tmp_path: Path) -> None:
+    device = tmp_path / "cpu_dma_latency"
+    device.write_bytes(b"")
+    cpus = _cpus(tmp_path / "cpu", "none", {"cpu0": [], "cpu1": []})
+    with procs.cores_awake(True, device, cpus) as setting:
+        assert setting == "kernel default, halting (no poll state on cpu0 (cpuidle driver: none))"
+        assert "polling" not in setting  # the report's label keys on that word
+        assert _open_fds_to(device) == []  # a request that changes nothing is not made
+    assert device.read_bytes() == b""
+
+
 def test_idle_cores_left_alone_when_asked_or_not_permitted(tmp_path: Path) -> None:
     with procs.cores_awake(False, tmp_path / "absent") as setting:
         assert setting == "kernel default"
-    with procs.cores_awake(True, tmp_path / "absent") as setting:
+    cpus = _cpus(tmp_path / "cpu", "haltpoll", {"cpu0": ["POLL"]})
+    with procs.cores_awake(True, tmp_path / "absent", cpus) as setting:
         assert setting.startswith("kernel default (could not hold")
         assert "No such file" in setting
 

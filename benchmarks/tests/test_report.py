@@ -101,3 +101,19 @@ def test_the_latency_at_the_top_is_taken_below_a_loaded_step() -> None:
     lines = render({"meta": {}, "peers": {"livefeed": livefeed}}).splitlines()
     row = next(line for line in lines if line.startswith("| p99 ≤ 50 ms at the highest"))
     assert "30.0 ms at 200,000/s; 300.0 ms at 250,000/s, a loaded step | met" in row
+
+
+def test_each_peers_row_says_whether_its_idle_cores_polled_or_halted() -> None:
+    def peer(label: str, idle_cores: str) -> dict[str, Any]:
+        return {"label": label, "mode": "full", "idle_cores": idle_cores, "scenarios": {}}
+
+    results = {
+        "meta": {},
+        "peers": {
+            "livefeed": peer("livefeed", "polling, not halted (/dev/cpu_dma_latency held at 0)"),
+            "nchan": peer("Nchan", "kernel default, halting (no poll state on cpu0)"),
+        },
+    }
+    rows = {line.split(" | ")[0]: line for line in render(results).splitlines()}
+    assert "(full, idle cores polling)" in rows["| livefeed"]
+    assert "(full, idle cores halting)" in rows["| Nchan"]
