@@ -141,17 +141,23 @@ class Session:
 
     # Client side ---------------------------------------------------------------
 
-    async def start(self, query_tools: str | None, token: str | None = None) -> None:
+    async def start(
+        self,
+        query_tools: str | None,
+        token: str | None = None,
+        subscribe: protocol.Subscribe | None = None,
+    ) -> None:
         """Send ``welcome``, check ``?token=``, then subscribe to ``?tools=`` as a
-        history-less subscribe would."""
+        history-less subscribe would (or as ``subscribe``, when the URL said more)."""
         self._outbox.send_frame(protocol.welcome(self.id, self._settings.heartbeat), "welcome")
         if token:
             self.authenticate(token, None)
             if self._outbox.closed:  # an expired token closed the connection
                 return
-
-        if query_tools:
-            await self.subscribe(protocol.Subscribe(tool_list(query_tools)))
+        if subscribe is None and query_tools:
+            subscribe = protocol.Subscribe(tool_list(query_tools))
+        if subscribe is not None:
+            await self.subscribe(subscribe)
 
     async def handle_text(self, text: str) -> None:
         """Handle one client text frame. Never raises for bad input."""

@@ -21,7 +21,7 @@
   const FRAME_BUDGET = 3500;
 
   // What each close code means for the next attempt (CONTRACT.md "Close codes").
-  // Any other code (1006 network loss, 1011, 1009...) is "retry": back off, resume.
+  // Any other code (1000, 1006 network loss, 1011...) is "retry": back off, resume.
   const CLOSE_ACTIONS = {
     1001: "resume", // server shutting down or restarting
     1012: "resume", // service restart
@@ -30,8 +30,9 @@
     4001: "token", // token expired: ask the app for a fresh one
     4003: "stop", // forbidden: do not reconnect
     1008: "stop", // policy violation: do not reconnect
+    1009: "stop", // our frame was too large: the same frames would be refused again
   };
-  const STOP_CODES = { 4003: "forbidden", 1008: "policy_violation" };
+  const STOP_CODES = { 4003: "forbidden", 1008: "policy_violation", 1009: "frame_too_large" };
 
   // Where this file was loaded from: the server that serves /static/livefeed.js also
   // serves /ws and /sse. Null when evaluated as a module (no currentScript);
@@ -160,10 +161,12 @@
       this._useSse = this.transportMode === "sse" || typeof WebSocket === "undefined";
       this._stopped = true;
       this._awaitingToken = false; // closed with 4001 and only a static token to retry with
+      this._toldToWait = false; // the last close was 4029: the wait is the server's
       this._ref = 0;
       this._pings = new Map(); // ref -> {resolve, reject}
+      // Back online: retry now, unless the wait is the server's "reconnect later".
       this._onOnline = () => {
-        if (this.state === "reconnecting" && !this._awaitingToken) {
+        if (this.state === "reconnecting" && !this._awaitingToken && !this._toldToWait) {
           this._retry.cancel();
           this._open();
         }
@@ -386,6 +389,11 @@
       for (const name of ["story", "activity", "presence", "subscribed", "position", "message"]) {
         es.addEventListener(name, onData);
       }
+      // The server says why it ends a stream, with the WebSocket close code.
+      es.addEventListener("close", (e) => {
+        const { code = 0, reason = "" } = parse(e.data) || {};
+        this._lost(conn, { code, reason });
+      });
       es.onopen = () => this._conn === conn && this._opened(conn);
       es.onerror = (e) => {
         if (typeof e.data === "string") return onData(e); // an `event: error` frame, not a failure
@@ -423,6 +431,7 @@
       if (!conn.opened) this._failures += 1;
       const action = CLOSE_ACTIONS[code] || "retry";
       const detail = { code, reason };
+      this._toldToWait = action === "later";
       if (action === "stop") {
         this._stopped = true;
         this._emit("error", { code: STOP_CODES[code], close: code, message: reason });

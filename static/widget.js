@@ -20,6 +20,7 @@
   function makeApi() {
     const TOOL = /^(\*|[a-z0-9][a-z0-9._-]{0,63})$/;
     const LOADING = Symbol.for("livefeed.widget.loading"); // one livefeed.js load per page
+    const REMOVAL_CHECK_MS = 2000; // how often a widget checks it is still on the page
 
     // ---- pieces of text ------------------------------------------------------
 
@@ -354,6 +355,40 @@
       return `${handleText((d.actor || {}).handle)} ${verbText(d.verb)} ${toolName(d.tool || ev.tool)}`;
     }
 
+    // The tools each shared feed carries for widgets, counted, so that a removed widget
+    // gives up only what no other widget shows, and never a tool the page itself had
+    // subscribed before any widget did.
+    const usage = new WeakMap(); // feed -> { counts: Map<tool, widgets>, ours: Set<tool>, started }
+
+    function claim(feed, tools) {
+      let use = usage.get(feed);
+      if (!use) usage.set(feed, (use = { counts: new Map(), ours: new Set(), started: ["idle", "closed"].includes(feed.state) }));
+      for (const tool of tools) {
+        if (!use.counts.has(tool) && !feed.tools.includes(tool)) use.ours.add(tool);
+        use.counts.set(tool, (use.counts.get(tool) || 0) + 1);
+      }
+    }
+
+    function release(feed, tools) {
+      const use = usage.get(feed);
+      const unused = [];
+      for (const tool of tools) {
+        const left = use.counts.get(tool) - 1;
+        if (left > 0) {
+          use.counts.set(tool, left);
+          continue;
+        }
+        use.counts.delete(tool);
+        if (use.ours.delete(tool)) unused.push(tool);
+      }
+      if (unused.length) feed.unsubscribe(unused); // presence stops counting this viewer
+      // The widgets opened this feed and the last one is gone: close the connection.
+      if (use.started && !use.counts.size && !feed.tools.length) {
+        usage.delete(feed);
+        feed.close();
+      }
+    }
+
     function run(feed, opts, ui) {
       const wanted = new Set(opts.tools);
       const list = new FeedList(ui.ul, { limit: opts.items, showTool: wanted.size > 1 || wanted.has("*") });
@@ -363,7 +398,10 @@
 
       const showEmpty = () => { ui.empty.hidden = list.size > 0; };
       const add = (ev, fresh) => {
-        if (!wanted.has(ev.channel || ev.tool) || !opts.kinds.includes(ev.kind)) return;
+        const key = ev.channel || ev.tool;
+        // The firehose has every tool's events: beside it, a tool's own copies are repeats.
+        if (wanted.has("*") ? key !== "*" : !wanted.has(key)) return;
+        if (!opts.kinds.includes(ev.kind)) return;
         const li = list.add(ev, { fresh });
         showEmpty();
         if (li && fresh) announce(ev);
@@ -403,18 +441,21 @@
       // More history when some kinds are hidden, so that the list still fills up.
       const history = opts.kinds.length < 2 ? Math.min(100, opts.items * 3) : opts.items;
       if (opts.token) feed.setToken(opts.token); // one token per server and page: the last one wins
+      claim(feed, opts.tools);
       feed.subscribe(opts.tools, { history, presence: true });
       showState(feed);
       showPresence();
       showEmpty();
       feed.connect();
 
-      // Stop listening once the host page removes the widget.
+      // Once the host page removes the widget (a single-page app moving on), stop
+      // listening and give up its subscriptions, so that it no longer counts as a viewer.
       const watch = setInterval(() => {
         if (ui.host.isConnected) return;
         clearInterval(watch);
         for (const [type, fn] of Object.entries(listeners)) feed.off(type, fn);
-      }, 30000);
+        release(feed, opts.tools);
+      }, REMOVAL_CHECK_MS);
     }
 
     return { mount, optionsFrom, renderItem, FeedList, safeUrl, toolName, verbText, relativeTime };

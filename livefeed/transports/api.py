@@ -188,13 +188,19 @@ def _channel(name: str) -> str:
     return name
 
 
-def request_claims(request: Request, access: Access) -> Claims | None:
-    """The claims of the request's token (``?token=`` or ``Authorization: Bearer``),
-    None without one; an invalid or expired token is a 401."""
+def request_token(request: Request) -> str | None:
+    """The request's token: ``?token=``, else ``Authorization: Bearer``; None without."""
     token = request.query_params.get("token")
     if token is None:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return token
+
+
+def request_claims(request: Request, access: Access) -> Claims | None:
+    """The claims of the request's token, None without one; an invalid or expired
+    token is a 401."""
+    token = request_token(request)
     if token is None:
         return None
     try:

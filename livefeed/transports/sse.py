@@ -5,10 +5,16 @@ covers every channel of the stream (``flask:1764-0,*:1765-3``), so a browser's
 ``Last-Event-ID`` resumes all of them with no loss and no repeats. It advances on
 events and, once each subscription is live, with an ``event: position`` message
 (``{"type": "position", "tool", "id"}``), so that a tool with no event yet still
-resumes from where the stream started. ``subscribed`` and ``presence`` frames come
-as events of those names. A comment
+resumes from where the stream started. ``subscribed``, ``presence`` and ``error``
+frames come as events of those names. A comment line goes out whenever the stream has
+been quiet for ``sse_keepalive`` seconds (15).
 
-line goes out whenever the stream has been quiet for ``sse_keepalive`` seconds (15).
+A stream the server ends says why in a last ``event: close`` message,
+``{"type": "close", "code": 4001, "reason": "token expired"}``, with the WebSocket
+close code, so that a browser client treats both transports alike. The token and the
+tools are checked as a WebSocket's ``?token=`` and subscribe are: an expired token is
+that close at once, an invalid one an ``error`` event, a tool the token does not allow
+an ``error`` event while the stream's other tools go on.
 """
 
 from __future__ import annotations
@@ -25,17 +31,17 @@ from starlette.responses import Response, StreamingResponse
 
 from livefeed import metrics, protocol
 from livefeed.envelope import Batch, Event
-from livefeed.errors import Forbidden, InvalidRequest, LivefeedError
+from livefeed.errors import InvalidRequest, LivefeedError
 from livefeed.history import IdKey, decode_cursor, encode_cursor, format_id
 from livefeed.protocol import CloseCode
 from livefeed.session import QueueingOutbox, Services, count_close
-from livefeed.transports.api import error_response, request_claims
+from livefeed.transports.api import error_response, request_token
 from livefeed.types import decimal, is_channel, tool_list
 
 log = logging.getLogger("livefeed.sse")
 
 RETRY_MS = 2000  # the browser's reconnect delay, sent once at the start
-_FORWARDED = {"presence", "subscribed"}  # control frames SSE clients get as named events
+_FORWARDED = {"error", "presence", "subscribed"}  # control frames SSE clients get as named events
 
 
 class SseOutbox(QueueingOutbox):
@@ -100,7 +106,9 @@ class SseOutbox(QueueingOutbox):
         if not self._closed:
             self._closed = True
             count_close(code)
-            self._queue.clear()
+            self._queue.clear()  # what was queued is dropped; the last message says why
+            data = orjson.dumps({"type": "close", "code": code, "reason": reason})
+            self._queue.append(b"event: close\ndata: " + data + b"\n\n")
             self._bytes = 0
             self._wake.set()
             self._drained.set()
@@ -112,7 +120,7 @@ class SseOutbox(QueueingOutbox):
 
     async def chunks(self) -> AsyncIterator[bytes]:
         yield f"retry: {RETRY_MS}\n\n".encode()
-        while not self._closed:
+        while self._queue or not self._closed:
             if not self._queue:
                 self._drained.set()
                 self._wake.clear()
@@ -170,22 +178,21 @@ async def serve_sse(request: Request, services: Services) -> Response:
     settings = services.settings
     try:
         frame = _subscribe_frame(request, settings.max_subscriptions)
-        claims = request_claims(request, services.access)
-        for tool in frame.tools:
-            if not services.access.allows(claims, tool):
-                raise Forbidden(f"{tool!r} is private: send a token that allows it", "tools")
     except LivefeedError as exc:
         return error_response(exc)
     outbox = SseOutbox(
         settings.outbox_frames, settings.outbox_bytes, frame.since, settings.sse_keepalive
     )
-    session = services.session(outbox, "sse", claims)
+    session = services.session(outbox, "sse", None)
     services.sessions.add(session)
     connections = metrics.CONNECTIONS.labels(transport="sse")
     connections.inc()
 
     async def body() -> AsyncIterator[bytes]:
-        subscribing = asyncio.create_task(session.subscribe(frame), name=f"sse {session.id}")
+        # Token and tools answered in the stream, not with a status: EventSource shows a
+        # page no status, and would stop every tool of the stream for one private tool.
+        starting = session.start(None, request_token(request), frame)
+        subscribing = asyncio.create_task(starting, name=f"sse {session.id}")
         try:
             async for chunk in outbox.chunks():
                 yield chunk

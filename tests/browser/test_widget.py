@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 from playwright.sync_api import Locator, Page, WebSocketRoute, expect
 from websockets.sync.client import connect
 
 from tests.browser.conftest import PageLog
-from tests.support.browser import TIMEOUT_MS, expect_ids, publish_now
+from tests.support.browser import TIMEOUT_MS, expect_ids, pause_clock, publish_now
 from tests.support.clients import activity, story, unique_tool
 from tests.support.server import ServerProcess
 from tests.support.site import StaticSite
-from tests.support.timing import TIMEOUT
+from tests.support.timing import TIMEOUT, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -95,3 +96,56 @@ def test_a_widget_on_another_origin_falls_back_to_sse(
 
     [published] = publish_now(feed_server.url, story([tool], "Through a strict proxy"))
     expect_ids(host.locator("li.item"), [published["id"]])
+
+
+def presence_count(server: ServerProcess, tool: str) -> int:
+    response = httpx.get(f"{server.url}/api/tools/{tool}/presence", timeout=TIMEOUT)
+    count: int = response.json()["count"]
+    return count
+
+
+def test_a_widget_removed_from_the_page_stops_counting_as_a_viewer(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    pause_clock(page)  # so the widget's removal check can be run at once
+    a, b = unique_tool("kept"), unique_tool("gone")
+    url = site.add("/spa.html", embed_page(feed_server, f'data-tool="{a}"', f'data-tool="{b}"'))
+    page.goto(url)
+    kept = page.locator(f'livefeed-widget[data-tools="{a}"]')
+    expect(kept.get_by_test_id("presence")).to_have_text("1 viewing now")
+    wait_until(lambda: presence_count(feed_server, b) == 1, what="the second widget counted")
+
+    # A single-page app moves on: one widget's element goes.
+    page.evaluate(f"() => document.querySelector('livefeed-widget[data-tools=\"{b}\"]').remove()")
+    page.clock.run_for(2_500)  # past the widget's removal check
+    wait_until(lambda: presence_count(feed_server, b) == 0, what="the removed widget uncounted")
+    assert presence_count(feed_server, a) == 1  # the other widget still watches its tool
+    [s] = publish_now(feed_server.url, story([a], "still live"))
+    expect_ids(kept.locator("li.item"), [s["id"]])
+
+    # The last widget goes: the connection the widgets opened closes.
+    page.evaluate("() => document.querySelector('livefeed-widget').remove()")
+    page.clock.run_for(2_500)
+    wait_until(lambda: presence_count(feed_server, a) == 0, what="the last widget uncounted")
+    state = page.evaluate(f"() => LiveFeed.shared({{ url: '{feed_server.url}/' }}).state")
+    assert state == "closed"
+
+
+def test_a_widget_of_the_firehose_and_a_tool_shows_each_event_once(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    tool = unique_tool("both")
+    page.goto(site.add("/both.html", embed_page(feed_server, f'data-tools="*,{tool}"')))
+    host = widget(page, f"*,{tool}")
+    publish_now(feed_server.url, activity(tool, handle="klodnitsky"))
+    publish_now(feed_server.url, story([tool], "marker"))
+    # Each channel is in order: once both streams have the marker, both copies of the
+    # activity have arrived too.
+    page.wait_for_function(
+        """([url, tool]) => [tool, "*"].every((key) => LiveFeed.shared({ url }).recent(key)
+             .some((e) => e.data.title === "marker"))""",
+        arg=[f"{feed_server.url}/", tool],
+        timeout=TIMEOUT_MS,
+    )
+    expect(host.locator("li.item").filter(has_text="@klodnitsky")).to_have_count(1)
+    expect(host.locator("li.item").filter(has_text="marker")).to_have_count(1)

@@ -134,16 +134,52 @@ async def test_http_reads_of_a_private_tool_take_the_token(private: ServerProces
 
 async def test_sse_takes_the_token_too(private: ServerProcess):
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
-        denied = await http.get(f"{private.url}/sse?tools=secret-tool")
-        assert denied.status_code == 403
-        bad = await http.get(f"{private.url}/sse?tools=secret-tool&token=garbage")
-        assert bad.status_code == 401
         sse = await open_sse(http, f"{private.url}/sse?tools=secret-tool&token={token(ttl=1.5)}")
         assert sse.response.status_code == 200
         await sse.wait_for("subscribed")
-        with pytest.raises(EOFError):  # the stream ends when the token expires
-            while True:
-                await sse.next(timeout=TIMEOUT)
+        # The stream ends when the token expires, saying why as a WebSocket would.
+        closing = await sse.wait_for("close")
+        assert closing.json() == {"type": "close", "code": 4001, "reason": "token expired"}
+        with pytest.raises(EOFError):
+            await sse.next()
+
+
+async def test_an_sse_stream_answers_a_forbidden_tool_and_streams_the_others(
+    private: ServerProcess,
+):
+    url = f"{private.url}/sse?tools=secret-tool,flask"
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        anonymous = await open_sse(http, url)
+        garbage = await open_sse(http, url + "&token=garbage")
+        for sse in (anonymous, garbage):
+            assert sse.response.status_code == 200
+        invalid = (await garbage.wait_for("error")).json()
+        assert invalid["code"] == "unauthorized"
+        for sse in (anonymous, garbage):
+            error = (await sse.wait_for("error")).json()
+            assert (error["code"], error["tool"]) == ("forbidden", "secret-tool")
+            assert (await sse.wait_for("subscribed")).json()["tool"] == "flask"
+            await sse.wait_for("position")  # live from here on
+        published = await publish_ok(private.url, story(["secret-tool", "flask"], "both"))
+        [flask] = [event for event in published if event["tool"] == "flask"]
+        for sse in (anonymous, garbage):
+            [got] = await sse.events(1)  # the flask copy only
+            assert (got["id"], got["tool"]) == (flask["id"], "flask")
+
+
+async def test_an_sse_stream_with_an_expired_token_closes_with_4001_at_once(
+    private: ServerProcess,
+):
+    expired = token(ttl=-5)
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        sse = await open_sse(http, f"{private.url}/sse?tools=secret-tool,flask&token={expired}")
+        assert sse.response.status_code == 200
+        first = await sse.next()
+        while first.comment or first.event not in {"close", "subscribed", "error"}:
+            first = await sse.next()
+        assert first.event == "close" and first.json()["code"] == 4001  # nothing subscribed
+        with pytest.raises(EOFError):
+            await sse.next()
 
 
 async def test_the_origin_allowlist(start_server: StartServer):

@@ -1,0 +1,119 @@
+"""livefeed.js in Chromium when the server refuses or ends something: the same outcome
+over WebSocket and SSE (a forbidden tool, an expired token), the wait after 4029, and
+1009 (a frame of ours too large) stopping rather than looping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page
+
+from livefeed.tokens import mint
+from tests.conftest import StartServer, redis_env
+from tests.support.browser import TIMEOUT_MS, pause_clock, publish_now
+from tests.support.clients import story, unique_tool
+from tests.support.redis_server import RedisServer
+from tests.support.server import ServerProcess
+from tests.support.site import StaticSite
+
+pytestmark = pytest.mark.browser
+
+SECRET = "a-test-secret-of-at-least-32-bytes!!"
+
+START = """([url, tools, transport, token]) => {
+  window.log = { events: [], errors: [], subscribed: [], expired: [], states: [] };
+  window.feed = new LiveFeed({ url, tools, history: 0, transport, token })
+    .on("event", (e) => log.events.push(e.id))
+    .on("error", (e) => log.errors.push(e))
+    .on("subscribed", (f) => log.subscribed.push(f.tool))
+    .on("tokenexpired", (d) => log.expired.push(d.code))
+    .on("state", (s) => log.states.push([s.state, s.code, s.delay]))
+    .connect();
+}"""
+
+
+def wait_for(page: Page, expression: str, arg: Any = None) -> None:
+    page.wait_for_function(expression, arg=arg, timeout=TIMEOUT_MS)
+
+
+def start_feed(
+    page: Page,
+    server: ServerProcess,
+    site: StaticSite,
+    tools: list[str],
+    transport: str = "auto",
+    token: str | None = None,
+) -> None:
+    html = f'<!doctype html><script src="{server.url}/static/livefeed.js"></script>'
+    page.goto(site.add("/feed.html", html))
+    page.evaluate(START, [f"{server.url}/", tools, transport, token])
+
+
+@pytest.fixture
+def private_server(
+    start_server: StartServer, redis_server: RedisServer, prefix: str
+) -> tuple[ServerProcess, str]:
+    """A server with one private tool; returns it and the tool."""
+    tool = unique_tool("private")
+    env = {**redis_env(redis_server, prefix), "LIVEFEED_SECRET": SECRET}
+    return start_server({**env, "LIVEFEED_PRIVATE_TOOLS": tool}), tool
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_a_forbidden_tool_is_an_error_and_the_feeds_other_tools_go_on(
+    transport: str, page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
+):
+    server, private = private_server
+    public = unique_tool("public")
+    start_feed(page, server, site, [private, public], transport)
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", public)
+    wait_for(page, "() => log.errors.length > 0")
+    [error] = page.evaluate("() => log.errors")
+    assert (error["code"], error["tool"]) == ("forbidden", private)
+    [published] = publish_now(server.url, story([public], "still delivered"))
+    wait_for(page, "(id) => log.events.includes(id)", published["id"])
+    assert page.evaluate("() => feed.state") == "open"
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_an_expired_token_is_reported_as_tokenexpired(
+    transport: str, page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
+):
+    server, private = private_server
+    expired = mint(SECRET, "bob", [private], -5)
+    start_feed(page, server, site, [private], transport, expired)
+    wait_for(page, "() => log.expired.length > 0")
+    assert page.evaluate("() => log.expired") == [4001]
+    # A string token cannot be renewed by the feed: it waits for setToken().
+    assert page.evaluate("() => log.states.at(-1)")[0] == "reconnecting"
+    assert page.evaluate("() => log.subscribed") == []
+
+
+def test_an_online_event_does_not_cut_short_the_wait_after_4029(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    pause_clock(page)  # no timer fires unless the test runs the clock
+    start_feed(page, feed_server, site, [unique_tool("busy")], "websocket")
+    wait_for(page, "() => feed.state === 'open'")
+    # 120 frames at once: the burst of 40 passes, then a streak of refusals closes 4029.
+    page.evaluate("() => { for (let i = 0; i < 120; i++) feed.ping(60000).catch(() => {}); }")
+    wait_for(page, "() => log.states.some(([, code]) => code === 4029)")
+    [[state, _, delay]] = [s for s in page.evaluate("() => log.states") if s[1] == 4029]
+    assert state == "reconnecting" and delay >= 10_000  # slowFloor
+    # The browser says the network is back (Wi-Fi roamed): the server's wait still holds.
+    after = page.evaluate("() => { dispatchEvent(new Event('online')); return feed.state; }")
+    assert after == "reconnecting"
+
+
+def test_a_frame_too_large_for_the_server_stops_the_feed(
+    page: Page, start_server: StartServer, site: StaticSite
+):
+    server = start_server({"LIVEFEED_MAX_FRAME_BYTES": "300"})
+    tools = [unique_tool(f"long-tool-name-{i}") for i in range(12)]  # one subscribe > 300 B
+    start_feed(page, server, site, tools, "websocket")
+    wait_for(page, "() => feed.state === 'closed'")
+    [error] = page.evaluate("() => log.errors")
+    assert (error["code"], error["close"]) == ("frame_too_large", 1009)
+    # Stopped, not "reconnecting": the same subscribe would only be refused again.
+    assert page.evaluate("() => log.states.map(([s]) => s)") == ["connecting", "open", "closed"]
