@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from livefeed.config import SETTINGS, ConfigError, Settings
+from livefeed.config import SETTINGS, ConfigError, Settings, switch
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -22,10 +22,14 @@ def _flag(field: str) -> str:
 def _add_serve(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the server")
     for setting in SETTINGS:
-        if setting.field == "demo":
-            serve.add_argument("--demo", action="store_true", default=None, help=setting.help)
-        elif setting.field == "log_json":
-            serve.add_argument("--log-json", action="store_true", default=None, help=setting.help)
+        if setting.parse is switch:  # --demo / --no-demo: either beats the environment
+            serve.add_argument(
+                _flag(setting.field),
+                dest=setting.field,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{setting.help} [{' / '.join(setting.env)}]",
+            )
         else:
             serve.add_argument(
                 _flag(setting.field),
@@ -35,10 +39,14 @@ def _add_serve(commands: Any) -> None:
             )
 
 
+def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings ``livefeed serve``'s flags give (None where a flag was not given)."""
+    return {s.field: getattr(args, s.field, None) for s in SETTINGS}
+
+
 def _serve(args: argparse.Namespace) -> int:
-    overrides = {s.field: getattr(args, s.field, None) for s in SETTINGS}
     try:
-        settings = Settings.from_env(**overrides)
+        settings = Settings.from_env(**serve_overrides(args))
     except ConfigError as exc:
         print(f"livefeed: {exc}", file=sys.stderr)
         return 2
@@ -196,7 +204,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The ``livefeed`` command line: one subcommand per job."""
     parser = argparse.ArgumentParser(prog="livefeed", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve(commands)
@@ -204,7 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_tail(commands)
     _add_token(commands)
     _add_demo(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     handler = {
         "serve": _serve,
         "publish": _publish,

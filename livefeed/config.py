@@ -23,7 +23,8 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def _bool(value: str) -> bool:
+def switch(value: str) -> bool:
+    """An on/off setting ("1", "true", "yes", "on" / "0", "false", "no", "off", "")."""
     lowered = value.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
         return True
@@ -121,9 +122,9 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_float,
         "seconds of silence before an SSE comment line (at most 15)",
     ),
-    Setting("demo", ("LIVEFEED_DEMO",), _bool, "publish the demo stream inside the server"),
+    Setting("demo", ("LIVEFEED_DEMO",), switch, "publish the demo stream inside the server"),
     Setting("demo_rate", ("LIVEFEED_DEMO_RATE",), _positive_float, "demo events per second"),
-    Setting("log_json", ("LIVEFEED_LOG_JSON",), _bool, "log one JSON object per line"),
+    Setting("log_json", ("LIVEFEED_LOG_JSON",), switch, "log one JSON object per line"),
     Setting("log_level", ("LIVEFEED_LOG_LEVEL",), str, "log level (debug, info, warning)"),
 )
 

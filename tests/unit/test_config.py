@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from livefeed import cli
 from livefeed.config import SETTINGS, ConfigError, Settings
 
 
@@ -63,3 +64,19 @@ def test_a_short_secret_is_refused():
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"LIVEFEED_SECRET": "short"})
     assert "32 bytes" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("flags", "environment", "demo"),
+    [
+        ((), "1", True),
+        (("--no-demo",), "1", False),
+        (("--demo",), "0", True),
+    ],
+)
+def test_a_switch_flag_beats_the_environment_either_way(
+    flags: tuple[str, ...], environment: str, demo: bool
+):
+    args = cli.parser().parse_args(["serve", *flags])
+    settings = Settings.from_env({"LIVEFEED_DEMO": environment}, **cli.serve_overrides(args))
+    assert settings.demo is demo
