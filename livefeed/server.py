@@ -18,6 +18,7 @@ from livefeed import logs
 from livefeed.app import Runtime, create_app
 from livefeed.config import Settings
 from livefeed.transports.direct import DirectWebSocketProtocol
+from livefeed.transports.sse import TRANSPORT_EXTENSION
 
 log = logging.getLogger("uvicorn.error")  # where uvicorn reports listening and failing
 
@@ -29,7 +30,14 @@ class _HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, minus the reference cycle it leaves behind each
     WebSocket upgrade: its parser holds bound methods of the protocol, and uvicorn
     drops the parser only in ``connection_lost``, which an upgraded connection's HTTP
-    protocol never gets (the WebSocket protocol takes the transport)."""
+    protocol never gets (the WebSocket protocol takes the transport).
+
+    Each request's scope also carries the connection's transport, so that a stream
+    that has ended can cut a client that no longer reads (see ``transports/sse``)."""
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {TRANSPORT_EXTENSION: self.transport}  # type: ignore[dict-item]
 
     def handle_websocket_upgrade(self) -> None:
         super().handle_websocket_upgrade()

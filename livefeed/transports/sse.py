@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from starlette.requests import Request
@@ -36,11 +36,14 @@ from livefeed.history import IdKey, decode_cursor, encode_cursor, format_id
 from livefeed.protocol import CloseCode
 from livefeed.session import QueueingOutbox, Services, count_close
 from livefeed.transports.api import error_response, request_token
+from livefeed.transports.direct import ABORT_AFTER
 from livefeed.types import decimal, is_channel, tool_list
 
 log = logging.getLogger("livefeed.sse")
 
 RETRY_MS = 2000  # the browser's reconnect delay, sent once at the start
+# The HTTP connection's transport, in the scope under `livefeed serve` (server.py).
+TRANSPORT_EXTENSION = "livefeed.transport"
 _FORWARDED = {"error", "presence", "subscribed"}  # control frames SSE clients get as named events
 
 
@@ -48,9 +51,15 @@ class SseOutbox(QueueingOutbox):
     """A bounded queue of SSE messages, drained by the response body."""
 
     def __init__(
-        self, max_frames: int, max_bytes: int, cursor: dict[str, str], keepalive: float
+        self,
+        max_frames: int,
+        max_bytes: int,
+        cursor: dict[str, str],
+        keepalive: float,
+        on_close: Callable[[], None] = lambda: None,
     ) -> None:
         self._keepalive = keepalive  # seconds of silence before a comment (proxies cut idle)
+        self._on_close = on_close
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._positions = dict(cursor)  # channel -> last id the client holds
@@ -112,6 +121,7 @@ class SseOutbox(QueueingOutbox):
             self._bytes = 0
             self._wake.set()
             self._drained.set()
+            self._on_close()
 
     async def drain(self, below: int) -> None:
         while len(self._queue) >= below and not self._closed:
@@ -180,8 +190,22 @@ async def serve_sse(request: Request, services: Services) -> Response:
         frame = _subscribe_frame(request, settings.max_subscriptions)
     except LivefeedError as exc:
         return error_response(exc)
+    # A stream the server ends sends its close message; a client that no longer reads
+    # would hold the response, and so the session, for as long as it keeps the socket.
+    # Cut it if it has not taken the end in time. (The response says `Connection: close`,
+    # so the socket never carries another request that the cut could hit.)
+    transport = request.scope.get("extensions", {}).get(TRANSPORT_EXTENSION)
+
+    def on_close() -> None:
+        if transport is not None:
+            asyncio.get_running_loop().call_later(ABORT_AFTER, transport.abort)
+
     outbox = SseOutbox(
-        settings.outbox_frames, settings.outbox_bytes, frame.since, settings.sse_keepalive
+        settings.outbox_frames,
+        settings.outbox_bytes,
+        frame.since,
+        settings.sse_keepalive,
+        on_close,
     )
     session = services.session(outbox, "sse", None)
     services.sessions.add(session)
@@ -204,5 +228,5 @@ async def serve_sse(request: Request, services: Services) -> Response:
             services.sessions.discard(session)
             connections.dec()
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "close"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+
 import httpx
 
 from tests.conftest import StartServer
+from tests.integration.test_limits import scrape
 from tests.support.clients import WsClient, publish_ok, story, unique_tool
 from tests.support.server import ServerProcess
 from tests.support.sse import SseStream, open_sse
-from tests.support.timing import TIMEOUT
+from tests.support.timing import TIMEOUT, async_wait_until
 
 
 async def stream(
@@ -125,3 +130,48 @@ async def test_a_quiet_stream_gets_keepalive_comments(start_server: StartServer)
             pass
         assert message.comment
         await sse.response.aclose()
+
+
+async def test_a_stalled_reader_closed_as_a_slow_consumer_is_cut_and_uncounted(
+    start_server: StartServer,
+):
+    server = start_server()  # default limits: 1000 frames or 4 MiB unsent
+    tool = unique_tool()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"event: subscribed"), TIMEOUT)
+    assert b"connection: close" in head.lower()  # the socket never carries another request
+    assert await presence_count(server, tool) == 1
+    # The reader stops reading. ~10 MB of events: past the limits, so it is closed (4008);
+    # its socket never drains, so only cutting it ends the response and the session.
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        for batch in range(25):
+            document = {"events": [story([tool], f"b{batch}", body="x" * 4000)] * 100}
+            await publish_ok(server.url, document, http)
+    metrics = await scrape(server)
+    assert metrics[("livefeed_connections_closed_total", (("reason", "slow_consumer"),))] == 1
+
+    await async_wait_until(
+        lambda: _count_is(server, tool, 0), what="the stalled reader to leave presence"
+    )
+    # Cut, not closed in good order: reading on finds the end (reset or EOF) without the
+    # server waiting for us.
+    with contextlib.suppress(ConnectionResetError):
+        while await asyncio.wait_for(reader.read(1 << 16), TIMEOUT):
+            pass
+    writer.close()
+
+
+async def presence_count(server: ServerProcess, tool: str) -> int:
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        response = await http.get(f"{server.url}/api/tools/{tool}/presence")
+    count: int = response.json()["count"]
+    return count
+
+
+async def _count_is(server: ServerProcess, tool: str, expected: int) -> bool:
+    return await presence_count(server, tool) == expected
