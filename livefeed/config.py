@@ -55,6 +55,9 @@ def _tools(value: str) -> frozenset[str]:
     return frozenset(tools)
 
 
+SSE_KEEPALIVE_MAX = 15.0  # the contract: a comment line at least every 15 s
+
+
 @dataclass(frozen=True)
 class Setting:
     """One configuration knob: its field, environment names, parser and help text."""
@@ -193,6 +196,11 @@ class Settings:
                 "hash are guessable (RFC 7518 3.2)"
             )
 
+        if self.sse_keepalive > SSE_KEEPALIVE_MAX:
+            raise ConfigError(
+                f"LIVEFEED_SSE_KEEPALIVE must be at most {SSE_KEEPALIVE_MAX:g} s: a quiet "
+                "stream needs a comment line at least that often (CONTRACT.md)"
+            )
         if self.publish_burst < self.max_batch:
             raise ConfigError(
                 "LIVEFEED_PUBLISH_BURST must be at least LIVEFEED_MAX_BATCH, "

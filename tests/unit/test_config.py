@@ -47,6 +47,7 @@ def test_environment_names_and_flags():
         ({"LIVEFEED_PRIVATE_TOOLS": "Flask"}, "LIVEFEED_PRIVATE_TOOLS"),
         ({"LIVEFEED_PRIVATE_TOOLS": "flask"}, "LIVEFEED_SECRET"),
         ({"LIVEFEED_DEMO": "maybe"}, "LIVEFEED_DEMO"),
+        ({"LIVEFEED_SSE_KEEPALIVE": "60"}, "LIVEFEED_SSE_KEEPALIVE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str):
