@@ -8,10 +8,12 @@ all its entries; an entry not renewed within ``TTL`` expires, so the viewers of 
 process that died without saying goodbye fade by themselves (habit 8).
 
 Reads merge the store's entries of *other* processes (cached, refreshed at most
-every ``FRESH_FOR`` seconds) with this process's live tally. Once a second the
-tools that have subscribers asking for ``presence`` frames are re-read, and a
-frame is pushed, encoded once, to those subscribers when the state changed: at
-most one frame per second per tool, never one per join.
+every ``FRESH_FOR`` seconds) with this process's live tally. One store read per
+tool is in flight at a time, run as a task of its own and shared by every caller
+that needs it. Once a second the tools that have subscribers asking for
+``presence`` frames are re-read, and a frame is pushed, encoded once, to those
+subscribers when the state changed: at most one frame per second per tool, never
+one per join.
 
 Non-guarantees: a change made on another process shows here within about two
 seconds (its flush, then our read); counts are per subscription, so one browser
@@ -60,6 +62,12 @@ class _Tally:
         self.handles: Counter[str] = Counter()
 
 
+def _retrieve(read: asyncio.Task[dict[str, PresenceEntries]]) -> None:
+    """Mark a shared read's failure as seen: its callers may all have gone."""
+    if not read.cancelled():
+        read.exception()
+
+
 class Presence:
     def __init__(self, store: PresenceStore, clock: Callable[[], float] = time.monotonic) -> None:
         self.process = secrets.token_hex(8)  # this process's entry name in the store
@@ -68,7 +76,7 @@ class Presence:
         self._local: dict[str, _Tally] = {}
         self._dirty: set[str] = set()
         self._others: dict[str, tuple[float, PresenceEntries]] = {}  # tool -> (read at, entries)
-        self._reads: dict[str, asyncio.Future[None]] = {}  # reads in flight, shared
+        self._reads: dict[str, asyncio.Task[dict[str, PresenceEntries]]] = {}  # in flight
         self._watchers: dict[str, dict[Watcher, None]] = {}
         self._pushed: dict[str, State] = {}
         self._task: asyncio.Task[None] | None = None
@@ -108,10 +116,10 @@ class Presence:
 
     # Reads ---------------------------------------------------------------------
 
-    def _merged(self, tool: str) -> State:
+    def _merged(self, tool: str, others: PresenceEntries) -> State:
         count = 0
         users: set[str] = set()
-        for process, (entry_count, handles) in self._others.get(tool, (0.0, {}))[1].items():
+        for process, (entry_count, handles) in others.items():
             if process != self.process:
                 count += entry_count
                 users.update(handles)
@@ -121,43 +129,57 @@ class Presence:
             users.update(tally.handles)
         return count, sorted(users)[:MAX_USERS]
 
-    async def _refresh(self, tools: list[str]) -> None:
-        """Re-read other processes' entries for ``tools`` that are not fresh; one read
-        at a time per tool, shared by every caller waiting for it."""
+    async def _refresh(self, tools: list[str]) -> dict[str, PresenceEntries]:
+        """Other processes' entries for ``tools``: the cached ones read within
+        ``FRESH_FOR``, the others re-read, one read at a time per tool, shared by every
+        caller waiting for it."""
         now = self._clock()
-        stale = [t for t in tools if now - self._others.get(t, (-1e9, {}))[0] > FRESH_FOR]
-        waiting = [self._reads[t] for t in stale if t in self._reads]
+        found: dict[str, PresenceEntries] = {}
+        stale: list[str] = []
+        for tool in tools:
+            cached = self._others.get(tool)
+            if cached is not None and now - cached[0] <= FRESH_FOR:
+                found[tool] = cached[1]
+            else:
+                stale.append(tool)
         wanted = [t for t in stale if t not in self._reads]
         if wanted:
-            future = asyncio.get_running_loop().create_future()
+            # The read is a task of its own, not the first caller's: cancelling that
+            # caller (its connection closed) must not cancel the read the others share.
+            read = asyncio.create_task(self._read(wanted), name="livefeed presence read")
+            read.add_done_callback(_retrieve)
             for tool in wanted:
-                self._reads[tool] = future
-            try:
-                entries = await self._store.read(wanted)
-                for tool in wanted:
-                    self._others[tool] = (self._clock(), entries.get(tool, {}))
-                future.set_result(None)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # retrieved here, so an unawaited future stays quiet
-                raise
-            finally:
-                for tool in wanted:
-                    self._reads.pop(tool, None)
-        for read in waiting:
-            await read
+                self._reads[tool] = read
+        for read in dict.fromkeys(self._reads[t] for t in stale):
+            # shield: a caller cancelled while waiting leaves the read to the others.
+            found.update(await asyncio.shield(read))
+        return found
+
+    async def _read(self, tools: list[str]) -> dict[str, PresenceEntries]:
+        try:
+            entries = await self._store.read(tools)
+        finally:
+            for tool in tools:
+                self._reads.pop(tool, None)
+        now = self._clock()
+        read = {tool: entries.get(tool, {}) for tool in tools}
+        for tool, tool_entries in read.items():
+            self._others[tool] = (now, tool_entries)
+        return read
 
     async def state(self, tool: str) -> State:
         """Count and users of ``tool`` across every process. On a store outage, the
         last known entries of other processes are used."""
-        with contextlib.suppress(Unavailable):
-            await self._refresh([tool])
-        return self._merged(tool)
+        try:
+            others = (await self._refresh([tool]))[tool]
+        except Unavailable:
+            others = self._others.get(tool, (0.0, {}))[1]
+        return self._merged(tool, others)
 
     async def states(self, tools: list[str]) -> dict[str, State]:
         """Like :meth:`state` for several tools; raises Unavailable if the store is away."""
-        await self._refresh(tools)
-        return {tool: self._merged(tool) for tool in tools}
+        others = await self._refresh(tools)
+        return {tool: self._merged(tool, others[tool]) for tool in tools}
 
     # The heartbeat -------------------------------------------------------------
 
@@ -178,6 +200,13 @@ class Presence:
                 log.debug("presence heartbeat skipped: %s", exc)
             except Exception:  # a bug here must not stop presence for good
                 log.exception("presence heartbeat failed")
+            except asyncio.CancelledError:
+                # Only close() ends the heartbeat. A CancelledError that is not ours
+                # (a read another task cancelled) must not stop presence for good.
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                log.warning("presence heartbeat: a step was cancelled", exc_info=True)
 
     async def _flush(self, renew: bool) -> None:
         tools = set(self._local) if renew else set()
@@ -199,9 +228,9 @@ class Presence:
         tools = list(self._watchers)
         if not tools:
             return
-        await self._refresh(tools)
+        others = await self._refresh(tools)
         for tool in tools:
-            state = self._merged(tool)
+            state = self._merged(tool, others[tool])
             if self._pushed.get(tool) == state:
                 continue
             self._pushed[tool] = state
