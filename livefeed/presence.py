@@ -220,9 +220,14 @@ class Presence:
                 entries[tool] = (0, ())
             else:
                 entries[tool] = (tally.count, tuple(sorted(tally.handles))[:MAX_USERS])
-        flushed = set(self._dirty)
-        await self._store.write(self.process, entries, TTL)
-        self._dirty -= flushed
+        # Taken before the write, not subtracted after it: a join or leave made while
+        # the write is at the store marks its tool again, for the next flush to write.
+        flushed, self._dirty = self._dirty, set()
+        try:
+            await self._store.write(self.process, entries, TTL)
+        except BaseException:
+            self._dirty |= flushed  # not written: write it next time
+            raise
 
     async def _push(self) -> None:
         tools = list(self._watchers)

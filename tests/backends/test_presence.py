@@ -1,4 +1,4 @@
-"""Presence over a real store: reads shared by several callers.
+"""Presence over a real store: shared reads, flushes racing joins and leaves.
 
 These drive one :class:`Presence` step by step (a read, a flush, one heartbeat push),
 as the sessions, the HTTP API and ``Presence._run`` call them, so that a race can be
@@ -13,6 +13,7 @@ import pytest
 
 from livefeed.brokers.base import PresenceEntries, PresenceStore
 from livefeed.brokers.redis import RedisBroker
+from livefeed.errors import Unavailable
 from livefeed.presence import Presence
 from tests.backends.conftest import MakeBroker
 from tests.support.redis_server import RedisServer
@@ -101,3 +102,49 @@ async def test_the_heartbeat_outlives_a_cancellation_that_is_not_its_own(
     finally:
         await presence.close()
     assert presence._task is not None and presence._task.cancelled()  # close() still ends it
+
+
+async def test_a_leave_during_a_flush_reaches_other_processes(
+    redis_server: RedisServer, prefix: str
+):
+    """The heartbeat writes the tools whose tally changed. A leave (or join) made while
+    that write is at Redis was dropped from the changed set when the write ended, so
+    other processes saw the viewer until the next full renewal, ~5 s later (contract:
+    a change is visible everywhere within 2 s)."""
+    here_broker = await redis_broker(redis_server, prefix)
+    there_broker = await redis_broker(redis_server, prefix)
+    here = Presence(here_broker)
+
+    async def seen_there() -> tuple[int, list[str]]:
+        return await Presence(there_broker).state("flask")  # a new one: nothing cached
+
+    try:
+        here.join("flask", "laura_garcia")
+        flushing = asyncio.create_task(here._flush(renew=False))
+        await asyncio.sleep(0)  # one loop turn: the flush's write is at Redis...
+        here.leave("flask", "laura_garcia")  # ...when the viewer leaves
+        await flushing
+        assert await seen_there() == (1, ["laura_garcia"])
+        await here._flush(renew=False)  # the next heartbeat, not a renewal
+        assert await seen_there() == (0, [])
+    finally:
+        await here_broker.close()
+        await there_broker.close()
+
+
+async def test_a_flush_that_failed_is_written_by_the_next_one(own_redis: RedisServer, prefix: str):
+    """A flush that Redis refused keeps its tools to write, so the change is not lost."""
+    here_broker = await redis_broker(own_redis, prefix)
+    there_broker = await redis_broker(own_redis, prefix)
+    here, there = Presence(here_broker), Presence(there_broker)
+    try:
+        here.join("flask", None)
+        own_redis.stop()
+        with pytest.raises(Unavailable):
+            await here._flush(renew=False)
+        own_redis.start()
+        await here._flush(renew=False)
+        assert await there.state("flask") == (1, [])
+    finally:
+        await here_broker.close()
+        await there_broker.close()
