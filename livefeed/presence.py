@@ -8,12 +8,12 @@ all its entries; an entry not renewed within ``TTL`` expires, so the viewers of 
 process that died without saying goodbye fade by themselves (habit 8).
 
 Reads merge the store's entries of *other* processes (cached, refreshed at most
-every ``FRESH_FOR`` seconds) with this process's live tally. One store read per
-tool is in flight at a time, run as a task of its own and shared by every caller
-that needs it. Once a second the tools that have subscribers asking for
-``presence`` frames are re-read, and a frame is pushed, encoded once, to those
-subscribers when the state changed: at most one frame per second per tool, never
-one per join.
+every ``FRESH_FOR`` seconds, and dropped once older than that) with this process's
+live tally. One store read per tool is in flight at a time, run as a task of its own
+and shared by every caller that needs it. Once a second the tools that have
+subscribers asking for ``presence`` frames are re-read, and a frame is pushed,
+encoded once, to those subscribers when the state changed: at most one frame per
+second per tool, never one per join.
 
 Non-guarantees: a change made on another process shows here within about two
 seconds (its flush, then our read); counts are per subscription, so one browser
@@ -27,7 +27,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
@@ -75,7 +75,8 @@ class Presence:
         self._clock = clock
         self._local: dict[str, _Tally] = {}
         self._dirty: set[str] = set()
-        self._others: dict[str, tuple[float, PresenceEntries]] = {}  # tool -> (read at, entries)
+        # tool -> (read at, other processes' entries), oldest read first
+        self._others: OrderedDict[str, tuple[float, PresenceEntries]] = OrderedDict()
         self._reads: dict[str, asyncio.Task[dict[str, PresenceEntries]]] = {}  # in flight
         self._watchers: dict[str, dict[Watcher, None]] = {}
         self._pushed: dict[str, State] = {}
@@ -162,10 +163,26 @@ class Presence:
             for tool in tools:
                 self._reads.pop(tool, None)
         now = self._clock()
+        self._forget_reads_before(now - FRESH_FOR)
         read = {tool: entries.get(tool, {}) for tool in tools}
         for tool, tool_entries in read.items():
             self._others[tool] = (now, tool_entries)
+            self._others.move_to_end(tool)  # the cache stays in read order, oldest first
         return read
+
+    def _forget_reads_before(self, cutoff: float) -> None:
+        """Drop cached reads older than ``cutoff``. They would be re-read before use,
+        and without this every tool name anyone asks about (GET /api/presence takes
+        100 a request, without a token) stays in memory for good. Oldest first, so each
+        entry costs O(1) to drop. Called only after a successful read, so during a
+        store outage the entries read in the last ``FRESH_FOR`` before it stay, as the
+        fallback of :meth:`state`; a tool read earlier counts this process only until
+        the store is back."""
+        while self._others:
+            tool, (read_at, _) = next(iter(self._others.items()))
+            if read_at >= cutoff:
+                return
+            del self._others[tool]
 
     async def state(self, tool: str) -> State:
         """Count and users of ``tool`` across every process. On a store outage, the

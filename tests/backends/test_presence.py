@@ -1,4 +1,4 @@
-"""Presence over a real store: shared reads, flushes racing joins and leaves.
+"""Presence over a real store: shared reads, flushes racing joins and leaves, the cache.
 
 These drive one :class:`Presence` step by step (a read, a flush, one heartbeat push),
 as the sessions, the HTTP API and ``Presence._run`` call them, so that a race can be
@@ -14,7 +14,7 @@ import pytest
 from livefeed.brokers.base import PresenceEntries, PresenceStore
 from livefeed.brokers.redis import RedisBroker
 from livefeed.errors import Unavailable
-from livefeed.presence import Presence
+from livefeed.presence import FRESH_FOR, Presence
 from tests.backends.conftest import MakeBroker
 from tests.support.redis_server import RedisServer
 from tests.support.timing import async_wait_until
@@ -148,3 +148,19 @@ async def test_a_flush_that_failed_is_written_by_the_next_one(own_redis: RedisSe
     finally:
         await here_broker.close()
         await there_broker.close()
+
+
+async def test_tools_read_once_are_forgotten_once_their_read_is_stale(
+    make_broker: MakeBroker,
+):
+    """GET /api/presence reads up to 100 tool names a request, unauthenticated. Each
+    read was cached for good: every name anyone ever asked about stayed in memory.
+    A cached read older than FRESH_FOR is never served (it is re-read), so it goes."""
+    now = 1000.0
+    presence = Presence(store(make_broker), clock=lambda: now)
+    for batch in range(50):
+        await presence.states([f"asked-{batch}-{i}" for i in range(100)])
+    assert len(presence._others) == 5000  # fresh reads are kept, for FRESH_FOR
+    now += FRESH_FOR + 0.1
+    assert await presence.states(["flask"]) == {"flask": (0, [])}
+    assert list(presence._others) == ["flask"]
