@@ -172,6 +172,10 @@ class Session:
         ):
             self.close(CloseCode.TOO_LARGE, "frame too large")
             return False
+        return self._within_rate()
+
+    def _within_rate(self) -> bool:
+        """The frame rate rule, for every client frame, text or binary."""
         verdict = self._rate.check(self._clock())
         if verdict == "ok":
             return True
@@ -236,7 +240,10 @@ class Session:
         )
 
     def handle_binary(self) -> None:
-        self._error(ErrorCode.BAD_FRAME, "frames are JSON text, not binary")
+        """Refuse a binary frame (uvicorn has already held it to the size limit). It
+        counts against the frame rate: each costs the server an error frame."""
+        if self._within_rate():
+            self._error(ErrorCode.BAD_FRAME, "frames are JSON text, not binary")
 
     def end(self) -> None:
         """The connection is gone: leave every channel and the presence tally."""

@@ -204,3 +204,16 @@ async def test_over_the_frame_rate_is_rate_limited_then_closed_with_4029(
     for _ in range(2):  # the streak goes on: silently dropped, then closed
         await client.send({"type": "ping"})
     assert await client.closed_with() == 4029
+
+
+async def test_binary_frames_count_against_the_frame_rate(start_server: StartServer):
+    server = start_server({"LIVEFEED_FRAME_RATE": "0.1", "LIVEFEED_FRAME_BURST": "3"})
+    client = await connected(server)
+    for _ in range(3):
+        await client.send(b"\x00")
+        assert (await client.expect("error"))["code"] == "bad_frame"
+    await client.send(b"\x00")
+    assert (await client.expect("error"))["code"] == "rate_limited"
+    for _ in range(2):  # as with text frames: silently dropped, then closed
+        await client.send(b"\x00")
+    assert await client.closed_with() == 4029
