@@ -166,7 +166,16 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def keepalive_timeout(self) -> None:
         self.stop_keepalive()
         self._stop_outbox()
-        super().keepalive_timeout()
+        if self.close_sent or self.transport.is_closing():
+            return  # already closing, and whoever closed it told the app
+        super().keepalive_timeout()  # a 1011 close frame, then transport.close()
+        # uvicorn does not tell the app, and the socket closes only once its buffer has
+        # drained, which a client that stopped reading never lets happen: without this,
+        # its session, subscriptions and presence would live on for ever.
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": 1011, "reason": "keepalive ping timeout"}
+        )
+        self._abort_later()
 
     def send_receive_event_to_app(self) -> None:
         # uvicorn logs a client's invalid UTF-8 as an error with a traceback; it is bad
@@ -211,10 +220,16 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_close(self, event: Any) -> None:
         self._stop_outbox()
         super().handle_close(event)
+        # After the client's close (uvicorn has echoed it, or it answered ours) no close
+        # frame may be sent; uvicorn's shutdown would try one unless this is set, and
+        # raise InvalidState, ending the shutdown of every other connection with it.
+        self.close_sent = True
+        self._abort_later()  # (uvicorn cancels the timer of a close we started)
 
     def handle_parser_exception(self) -> None:
         self._stop_outbox()
-        super().handle_parser_exception()
+        super().handle_parser_exception()  # tells the app; 1009 or 1007, transport.close()
+        self._abort_later()
 
     def shutdown(self) -> None:
         self._stop_outbox()
@@ -255,7 +270,14 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.read_paused:
             self.read_paused = False
             self.transport.resume_reading()
-        self.close_timer = self.loop.call_later(ABORT_AFTER, self.transport.abort)
+        self._abort_later()
+
+    def _abort_later(self) -> None:
+        """Cut the socket if it has not closed within ABORT_AFTER. A close waits for the
+        write buffer to drain, and a client that stopped reading (a frozen tab, a zero
+        TCP window) would hold the connection and its backlog for ever."""
+        if self.close_timer is None and not self.disconnected:
+            self.close_timer = self.loop.call_later(ABORT_AFTER, self.transport.abort)
 
 
 class DirectOutbox:

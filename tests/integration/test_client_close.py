@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import struct
+
 import httpx
 
 from tests.conftest import StartServer
-from tests.support.clients import WsClient, unique_tool
+from tests.support.clients import (
+    ROOMY_OUTBOX,
+    WsClient,
+    presence_count,
+    publish_backlog,
+    unique_tool,
+)
+from tests.support.raw_ws import RawWebSocket
 from tests.support.timing import TIMEOUT, async_wait_until
 
 
@@ -28,3 +38,29 @@ async def test_a_client_close_is_clean_and_does_not_hold_up_shutdown(start_serve
     assert "Exception in ASGI application" not in log, log
     # The session was discarded: shutdown has no connection left to wait for.
     assert "did not close in time" not in log, log
+
+
+async def test_a_shutdown_while_a_client_close_is_still_draining_is_clean(
+    start_server: StartServer,
+):
+    """A client that closes while megabytes still wait for it keeps its socket open
+    until it drains (or is cut). Shutdown must not try to send that connection a close
+    frame of its own: after the client's close that raises, and ends the shutdown."""
+    server = start_server(ROOMY_OUTBOX)
+    tool = unique_tool()
+    stalled = await RawWebSocket.open(server.port, f"/ws?tools={tool}", receive_buffer=4096)
+    try:
+        await asyncio.wait_for(stalled.reader.readuntil(b'"subscribed"'), TIMEOUT)
+        await publish_backlog(server.url, tool)
+        stalled.send(struct.pack("!H", 1000), opcode=0x8)
+
+        async def session_ended() -> bool:
+            return await presence_count(server.url, tool) == 0
+
+        await async_wait_until(session_ended, what="the session to end")
+        assert not stalled.closed_by_server()  # still draining, within its grace
+        server.terminate()
+    finally:
+        stalled.abort()
+    log = server.log()
+    assert "Traceback" not in log, log

@@ -14,9 +14,18 @@ from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
+from livefeed.transports.direct import ABORT_AFTER
 from tests.conftest import StartServer
-from tests.support.clients import publish_ok, story, unique_tool
-from tests.support.timing import TIMEOUT
+from tests.support.clients import (
+    ROOMY_OUTBOX,
+    presence_count,
+    publish_backlog,
+    publish_ok,
+    story,
+    unique_tool,
+)
+from tests.support.raw_ws import RawWebSocket
+from tests.support.timing import TIMEOUT, async_wait_until
 
 HEARTBEAT = 0.5
 JITTER = 0.2  # how late the server's timer may run on a loaded machine
@@ -107,3 +116,27 @@ async def test_a_client_that_answers_is_pinged_every_heartbeat_and_stays(
     assert code is None
     assert [frame["type"] for frame in client.texts] == ["welcome", "subscribed", "event"]
     client.close()
+
+
+async def test_a_client_that_stopped_reading_is_dropped_and_cut_off(start_server: StartServer):
+    """A frozen tab: it reads nothing, so megabytes wait in the server for its socket,
+    under the slow-consumer limits. The keepalive drop must end its session (presence,
+    subscriptions) at once and cut the socket, which would never drain, soon after."""
+    heartbeat = 1.0  # long enough for the pongs below to keep it alive while it backs up
+    server = start_server({"LIVEFEED_HEARTBEAT": str(heartbeat), **ROOMY_OUTBOX})
+    tool = unique_tool()
+    stalled = await RawWebSocket.open(server.port, f"/ws?tools={tool}", receive_buffer=4096)
+    try:
+        await asyncio.wait_for(stalled.reader.readuntil(b'"subscribed"'), TIMEOUT)
+        # Alive (any pong answers the server's pings) while the backlog builds; then silent.
+        await publish_backlog(server.url, tool, between=stalled.send_pong)
+        assert await presence_count(server.url, tool) == 1
+
+        async def session_ended() -> bool:
+            return await presence_count(server.url, tool) == 0
+
+        await async_wait_until(session_ended, 3 * heartbeat + TIMEOUT, "the session to end")
+        assert not stalled.closed_by_server()  # ended by the drop, not by the cut below
+        await async_wait_until(stalled.closed_by_server, ABORT_AFTER + TIMEOUT, "a closed socket")
+    finally:
+        stalled.abort()

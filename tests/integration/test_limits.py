@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from livefeed.transports.direct import ABORT_AFTER
 from tests.conftest import StartServer
-from tests.support.clients import WsClient, publish_ok, story, unique_tool
+from tests.support.clients import (
+    ROOMY_OUTBOX,
+    WsClient,
+    presence_count,
+    publish_backlog,
+    publish_ok,
+    story,
+    unique_tool,
+)
 from tests.support.raw_ws import RawWebSocket
 from tests.support.server import ServerProcess
-from tests.support.timing import TIMEOUT
+from tests.support.timing import TIMEOUT, async_wait_until
 
 # The most the kernel lets a socket's send buffer grow to.
 SEND_BUFFER_MAX = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
@@ -88,6 +99,38 @@ async def test_a_consumer_that_lags_within_its_limits_gets_every_event_in_order(
             received[frame["tool"]].append(frame["id"])
     assert received == published
     lagging.abort()
+
+
+@pytest.mark.parametrize(
+    ("frame", "opcode"),
+    [
+        pytest.param(b"x" * 5000, 0x1, id="frame-too-large-1009"),
+        pytest.param(b"\xff\xfe", 0x1, id="invalid-utf8-1007"),
+        pytest.param(struct.pack("!H", 1000), 0x8, id="client-close"),
+    ],
+)
+async def test_a_stalled_client_whose_connection_ends_is_cut_off(
+    start_server: StartServer, frame: bytes, opcode: int
+):
+    """A client with megabytes waiting for it (under the slow-consumer limits) that
+    ends its connection while it reads nothing: its session ends, and its socket,
+    which would never drain, is cut rather than kept with its backlog for ever."""
+    server = start_server(ROOMY_OUTBOX)
+    tool = unique_tool()
+    stalled = await RawWebSocket.open(server.port, f"/ws?tools={tool}", receive_buffer=4096)
+    try:
+        await asyncio.wait_for(stalled.reader.readuntil(b'"subscribed"'), TIMEOUT)
+        await publish_backlog(server.url, tool)
+        stalled.send(frame, opcode)
+
+        async def session_ended() -> bool:
+            return await presence_count(server.url, tool) == 0
+
+        await async_wait_until(session_ended, what="the session to end")
+        assert not stalled.closed_by_server()  # ended at once, not by the cut below
+        await async_wait_until(stalled.closed_by_server, ABORT_AFTER + TIMEOUT, "a closed socket")
+    finally:
+        stalled.abort()
 
 
 async def test_metrics_count_connections_events_and_deliveries(server: ServerProcess):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -121,3 +123,31 @@ async def publish_ok(
     assert response.status_code == 202, response.text
     events: list[dict[str, str]] = response.json()["events"]
     return events
+
+
+# Outbox limits high enough that a backlog (below) never closes a connection with 4008.
+ROOMY_OUTBOX = {"LIVEFEED_OUTBOX_FRAMES": "100000", "LIVEFEED_OUTBOX_BYTES": str(64 * 2**20)}
+_SEND_BUFFER_MAX = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+
+
+async def publish_backlog(
+    base_url: str, tool: str, between: Callable[[], object] = lambda: None
+) -> None:
+    """Publish ~10 MB to ``tool``: more than twice what the kernel's socket buffers can
+    hold, so a subscriber that stopped reading has most of it waiting in the server.
+    ``between`` runs before each of the 25 publishes."""
+    body, batches = "x" * 4000, 25
+    assert batches * 100 * len(body) > 2 * _SEND_BUFFER_MAX
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        for batch in range(batches):
+            between()
+            await publish_ok(
+                base_url, {"events": [story([tool], f"b{batch}", body=body)] * 100}, http
+            )
+
+
+async def presence_count(base_url: str, tool: str) -> int:
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        response = await http.get(f"{base_url}/api/tools/{tool}/presence")
+    assert response.status_code == 200, response.text
+    return int(response.json()["count"])

@@ -8,8 +8,11 @@ import base64
 import os
 import socket
 import struct
+from pathlib import Path
 
 import orjson
+
+TCP_ESTABLISHED = "01"  # a socket's state in /proc/net/tcp
 
 
 def client_frame(payload: bytes, opcode: int = 0x1, fin: bool = True) -> bytes:
@@ -71,6 +74,26 @@ class RawWebSocket:
             opcode, payload = await self.read_frame()
             if opcode == 0x8:
                 return int(struct.unpack("!H", payload[:2])[0])
+
+    def send_pong(self) -> None:
+        """An unsolicited pong: the server takes any pong as a sign of life."""
+        self.writer.write(client_frame(b"", 0xA))
+
+    def closed_by_server(self) -> bool:
+        """Whether the server has closed its socket of this connection: in the kernel's
+        TCP table its end is gone or has left ESTABLISHED (a socket closed with data
+        unsent stays in FIN-WAIT-1, its FIN behind that data). Nothing is read, so a
+        stalled client stays stalled."""
+        client_port = self.writer.get_extra_info("sockname")[1]
+        server_port = self.writer.get_extra_info("peername")[1]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            local, remote, state = line.split()[1:4]
+            if (int(local.split(":")[1], 16), int(remote.split(":")[1], 16)) == (
+                server_port,
+                client_port,
+            ):
+                return state != TCP_ESTABLISHED
+        return True
 
     def abort(self) -> None:
         self.writer.transport.abort()
