@@ -10,7 +10,7 @@ import httpx
 
 from tests.conftest import StartServer
 from tests.integration.test_limits import scrape
-from tests.support.clients import WsClient, publish_ok, story, unique_tool
+from tests.support.clients import WsClient, presence_count, publish_ok, story, unique_tool
 from tests.support.server import ServerProcess
 from tests.support.sse import SseStream, open_sse
 from tests.support.timing import TIMEOUT, async_wait_until
@@ -145,7 +145,7 @@ async def test_a_stalled_reader_closed_as_a_slow_consumer_is_cut_and_uncounted(
     writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     head = await asyncio.wait_for(reader.readuntil(b"event: subscribed"), TIMEOUT)
     assert b"connection: close" in head.lower()  # the socket never carries another request
-    assert await presence_count(server, tool) == 1
+    assert await presence_count(server.url, tool) == 1
     # The reader stops reading. ~10 MB of events: past the limits, so it is closed (4008);
     # its socket never drains, so only cutting it ends the response and the session.
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
@@ -155,23 +155,13 @@ async def test_a_stalled_reader_closed_as_a_slow_consumer_is_cut_and_uncounted(
     metrics = await scrape(server)
     assert metrics[("livefeed_connections_closed_total", (("reason", "slow_consumer"),))] == 1
 
-    await async_wait_until(
-        lambda: _count_is(server, tool, 0), what="the stalled reader to leave presence"
-    )
+    async def uncounted() -> bool:
+        return await presence_count(server.url, tool) == 0
+
+    await async_wait_until(uncounted, what="the stalled reader to leave presence")
     # Cut, not closed in good order: reading on finds the end (reset or EOF) without the
     # server waiting for us.
     with contextlib.suppress(ConnectionResetError):
         while await asyncio.wait_for(reader.read(1 << 16), TIMEOUT):
             pass
     writer.close()
-
-
-async def presence_count(server: ServerProcess, tool: str) -> int:
-    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
-        response = await http.get(f"{server.url}/api/tools/{tool}/presence")
-    count: int = response.json()["count"]
-    return count
-
-
-async def _count_is(server: ServerProcess, tool: str, expected: int) -> bool:
-    return await presence_count(server, tool) == expected
