@@ -15,6 +15,8 @@ is read; :meth:`Hub.go_live` then merges the replay with the buffer (pure, in
 When the broker's live link drops, every channel holds its live events; when the
 link is back, the hub reads each channel's history after the last event it fanned
 out and delivers what was missed before the held events, so subscribers see no gap.
+A channel that opens behind its history (events already stored but still on their
+way over the link, after one was fanned out) catches up the same way.
 """
 
 from __future__ import annotations
@@ -305,12 +307,20 @@ class Hub:
         later outage can be caught up even if no event arrived before it."""
         await self._broker.subscribe(channel.name)
         page = await self._read(channel.name, 1)
-        if page.events and (channel.last_key is None or page.events[-1].key > channel.last_key):
-            channel.last_key = page.events[-1].key
+        newest = page.events[-1].key if page.events else (0, 0)
         if channel.last_key is None:
-            channel.last_key = (0, 0)
-        if channel.waiters:
-            self._wake(channel)
+            # Nothing fanned out yet: what history holds is older than anything a
+            # subscriber waits for live (those that replay read history after this).
+            channel.last_key = newest
+            if channel.waiters:
+                self._wake(channel)
+        elif channel.last_key < newest and channel.held is None:
+            # An event was fanned out (buffered for a parked subscriber) and history is
+            # ahead of it: the events between are still on their way over the live link
+            # (or were lost in an outage while this was opening). Hold live events and
+            # deliver the gap from history first, as after an outage. If held is set, a
+            # catch-up is running or will run when the link is back, from last_key too.
+            self._hold(channel)
 
     async def _read(self, name: str, limit: int, since: IdKey | None = None) -> HistoryPage:
         warn_at = 0.0
@@ -336,21 +346,40 @@ class Hub:
 
         for channel in self._channels.values():
             if not connected:
+                if channel.catchup is not None:
+                    # Its read may answer with the link still down; what it holds and
+                    # what the link misses until it is back go to the next catch-up.
+                    channel.catchup.cancel()
+                    channel.catchup = None
                 if channel.held is None:
                     channel.held = []
             elif channel.held is not None:
-                if channel.catchup is not None:
-                    channel.catchup.cancel()
-                channel.catchup = asyncio.create_task(self._catch_up(channel))
+                self._hold(channel)
+
+    def _hold(self, channel: _Channel) -> None:
+        """Hold the channel's live events and (re)start its catch-up, which ends the hold."""
+        if channel.held is None:
+            channel.held = []
+        if channel.catchup is not None:
+            channel.catchup.cancel()  # what it held stays held, for the new one
+        channel.catchup = asyncio.create_task(
+            self._catch_up(channel), name=f"catch up {channel.name}"
+        )
 
     async def _catch_up(self, channel: _Channel) -> None:
-        if channel.ready is not None and not channel.ready.done():
-            # Still opening: its subscribers are parked and replay from history.
+        """Deliver from history what the live link missed after the last event fanned
+        out, then the live events held meanwhile, and stop holding.
+
+        Cancelled only when the link drops again, a newer catch-up takes over, or the
+        channel ends: its held events then stay held for whoever takes over."""
+        cursor = channel.last_key
+        if cursor is None:
+            # Still opening, nothing fanned out: no cursor to read after. Its subscribers
+            # are parked and replay from history; _open compares what it reads with this.
             held, channel.held = channel.held or [], None
             for event in held:
                 self._fan_out(channel, event)
             return
-        cursor = channel.last_key or (0, 0)
         page = await self._read(channel.name, self._history_size, cursor)
         held, channel.held = channel.held or [], None
         missed = merge(page.events, held, cursor)
@@ -358,11 +387,15 @@ class Hub:
             log.warning(
                 "channel %s lost events in a broker outage; its subscribers resume", channel.name
             )
-            for subscriber in [*channel.writers, *channel.queued, *channel.pending]:
-                subscriber.close(CloseCode.GOING_AWAY, "events were lost in a broker outage")
-        log.info("channel %s caught up %d events after a broker outage", channel.name, len(missed))
+            self._close_all(channel, "events were lost in a broker outage")
+        log.info("channel %s caught up %d events", channel.name, len(missed))
         for event in missed:
             self._fan_out(channel, event)
+
+    @staticmethod
+    def _close_all(channel: _Channel, reason: str) -> None:
+        for subscriber in [*channel.writers, *channel.queued, *channel.pending]:
+            subscriber.close(CloseCode.GOING_AWAY, reason)
 
     # Lifecycle ---------------------------------------------------------------
 

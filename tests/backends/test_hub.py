@@ -18,6 +18,7 @@ from livefeed.history import parse_id
 from livefeed.hub import Hub
 from tests.backends.conftest import MakeBroker
 from tests.support.clients import story
+from tests.support.redis_relay import LinkRelay
 from tests.support.redis_server import RedisServer
 from tests.support.timing import TIMEOUT, async_wait_until
 
@@ -218,3 +219,88 @@ async def test_a_history_read_failing_with_the_link_up_is_logged_and_retried(
     await client.aclose()
     await hub.close()
     await broker.close()
+
+
+async def test_the_first_subscriber_of_a_channel_whose_live_link_lags_its_history_misses_nothing(
+    redis_server: RedisServer, prefix: str
+):
+    # A history-less join (as ?tools=flask) opens the channel in this process. One event
+    # reaches the hub while it opens, and is buffered for the subscriber; the next four
+    # are already in history when the hub reads where it stands, but still on their way
+    # over the live link (a busy process reads its link late). The relay holds them
+    # there, so the order is the test's, not the scheduler's.
+    relay = LinkRelay(redis_server)
+    await relay.start()
+    broker = RedisBroker(relay.url, prefix, 1000, 600)
+    await broker.start()
+    hub = Hub(broker, history_size=1000)
+    elsewhere = RedisBroker(redis_server.url, prefix, 1000, 600)  # another process publishing
+    client = redis.Redis.from_url(redis_server.url)
+
+    async def link_subscribed() -> bool:
+        [(_, count)] = await client.pubsub_numsub(Layout(prefix).channel("flask"))
+        return count == 1
+
+    viewer = Recorder()
+    relay.hold_link()
+    joining = asyncio.create_task(join(hub, "flask", viewer))
+    await async_wait_until(link_subscribed, what="Redis to subscribe the link")
+    [[(_, first)]] = await elsewhere.publish(prepare(story(["flask"], "first")), 1.0)
+    await async_wait_until(
+        lambda: first.encode() in relay.held and relay.held.endswith(b"}\r\n"),
+        what="the first event's message to reach the relay",
+    )
+    first_only = len(relay.held)  # the subscription's confirmation and the first event
+    batch = prepare({"events": [story(["flask"], f"lagging {i}") for i in range(4)]})
+    lagging = [pairs[0][1] for pairs in await elsewhere.publish(batch, 1.0)]
+    relay.release(first_only)
+    await joining
+    relay.release()  # the lagging four now arrive live
+    [[(_, last)]] = await elsewhere.publish(prepare(story(["flask"], "last")), 1.0)
+    await async_wait_until(
+        lambda: viewer.events and viewer.events[-1].id == last, what="the last event"
+    )
+    assert [e.id for e in viewer.events] == [first, *lagging, last]
+    await client.aclose()
+    await hub.close()
+    await broker.close()
+    await elsewhere.close()
+    await relay.close()
+
+
+async def test_a_link_that_drops_again_while_catching_up_loses_nothing(
+    redis_server: RedisServer, prefix: str
+):
+    relay = LinkRelay(redis_server)
+    await relay.start()
+    broker = RedisBroker(relay.url, prefix, 1000, 600)
+    await broker.start()
+    hub = Hub(broker, history_size=1000)
+    elsewhere = RedisBroker(redis_server.url, prefix, 1000, 600)  # another process publishing
+    await broker.history("flask", 1, (0, 0))  # loads the read-after script: one answer a read
+    viewer = Recorder()
+    await join(hub, "flask", viewer)
+    [[(_, first)]] = await elsewhere.publish(prepare(story(["flask"], "first")), 1.0)
+    await async_wait_until(lambda: [e.id for e in viewer.events] == [first])
+    # The link drops and comes back; the hub's read of what it missed is in flight
+    # (its answer held) when the link drops again.
+    relay.hold_commands()
+    relay.drop_link()
+    await async_wait_until(lambda: relay.held_answers, what="the catch-up's read")
+    relay.hold_link()  # the link's next confirmation waits: the outage goes on
+    relay.drop_link()
+    await async_wait_until(lambda: not broker.connected, what="the hub to hear of it")
+    [[(_, during)]] = await elsewhere.publish(prepare(story(["flask"], "during")), 1.0)
+    relay.release_commands()  # the first catch-up's read answers, from before "during"
+    await broker.ping()  # a round trip after it, through the relay
+    await async_wait_until(lambda: relay.held, what="the link to subscribe again")
+    relay.release()  # the link is back
+    [[(_, last)]] = await elsewhere.publish(prepare(story(["flask"], "last")), 1.0)
+    await async_wait_until(
+        lambda: viewer.events and viewer.events[-1].id == last, what="the last event"
+    )
+    assert [e.id for e in viewer.events] == [first, during, last]
+    await hub.close()
+    await broker.close()
+    await elsewhere.close()
+    await relay.close()
