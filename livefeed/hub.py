@@ -193,24 +193,29 @@ class Hub:
 
     @staticmethod
     def _hand_over(channel: _Channel) -> None:
-        if not channel.tick:
+        events, channel.tick = channel.tick, []  # emptied whatever happens, or never dirty again
+        if not events:
             return
-        batch = Batch(channel.tick)
-        channel.tick = []
-        counts = metrics.FANOUT
-        counts.deliveries += channel.live() * len(batch)
-        if channel.name != FIREHOSE:  # each event once, not again on the firehose
-            now = time.time()
-            for event in batch.events:
-                counts.observe_latency(max(0.0, now - event.ts))
-        # A write that backs a socket up makes its subscriber refresh the channel (writer
-        # -> sink) while this runs; that takes effect from the next batch.
-        writers, sinks = channel.fanout or channel.route()
-        data = batch.ws_bytes
-        for write in writers:
-            write(data)
-        for sink in sinks:
-            sink(batch)
+        try:  # per channel, around the loops: a bug in one sink stops only this batch
+            batch = Batch(events)
+            counts = metrics.FANOUT
+            counts.deliveries += channel.live() * len(batch)
+            if channel.name != FIREHOSE:  # each event once, not again on the firehose
+                now = time.time()
+                for event in batch.events:
+                    counts.observe_latency(max(0.0, now - event.ts))
+            # A write that backs a socket up makes its subscriber refresh the channel
+            # (writer -> sink) while this runs; that takes effect from the next batch.
+            writers, sinks = channel.fanout or channel.route()
+            data = batch.ws_bytes
+            for write in writers:
+                write(data)
+            for sink in sinks:
+                sink(batch)
+        except Exception:
+            # This channel's subscribers after the failing one miss this batch; other
+            # channels, and this one's later batches, go on.
+            log.exception("handing over a batch of channel %s failed", channel.name)
 
     # Joining and leaving -----------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from typing import Any
 
@@ -49,7 +50,7 @@ from livefeed.envelope import Event
 from livefeed.errors import Unavailable
 from livefeed.events import PreparedBatch
 from livefeed.history import IdKey, format_id, is_recoverable, parse_id
-from livefeed.types import FIREHOSE
+from livefeed.types import FIREHOSE, TOOL_PATTERN
 
 log = logging.getLogger("livefeed.broker")
 
@@ -67,6 +68,15 @@ def connect(url: str, **options: Any) -> aioredis.Redis:
         socket_connect_timeout=2.0,
         **options,
     )
+
+
+# What envelope_tail builds, up to the data: checked once per live message, so that
+# what another writer (or an older version) got wrong is dropped at the door, not in
+# the middle of a fan-out (Event.ts reads the number after "ts").
+_TAIL = rb',"kind":"(?:story|activity)","ts":-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?,"data":'
+_TOOL = TOOL_PATTERN.pattern.encode()
+# A live message: "<id> <tool> <tail>".
+_MESSAGE = re.compile(rb"([0-9]{1,20}-[0-9]{1,20}) (" + _TOOL + rb") (?=" + _TAIL + rb")")
 
 
 def _entry_event(channel: str, entry: Any) -> Event:
@@ -291,9 +301,13 @@ class RedisBroker(Broker, PresenceStore):
         if channel is None or channel not in self._live:
             return
         try:
-            event_id, tool, tail = data.split(b" ", 2)
-            event = Event(channel, tool.decode(), event_id.decode(), tail)
-        except ValueError:
-            log.warning("dropped a malformed message on %s", redis_channel[:100])
+            shape = _MESSAGE.match(data)
+            if shape is None or not data.endswith(b"}"):
+                raise ValueError("not <id> <tool> <envelope tail>")
+            event = Event(channel, shape[2].decode(), shape[1].decode(), data[shape.end() :])
+        except ValueError as exc:  # Event refuses an id beyond what Redis can issue
+            log.warning(
+                "dropped a malformed message on %s (%s): %r", redis_channel[:100], exc, data[:100]
+            )
             return
         self.on_event(event)

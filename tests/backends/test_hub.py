@@ -304,3 +304,33 @@ async def test_a_link_that_drops_again_while_catching_up_loses_nothing(
     await broker.close()
     await elsewhere.close()
     await relay.close()
+
+
+class Broken(Recorder):
+    """A subscriber with a bug: taking a batch raises."""
+
+    def sink(self, batch: Batch) -> None:
+        raise RuntimeError("a bug in this subscriber's outbox")
+
+
+async def test_a_sink_that_raises_stops_no_other_channel(
+    make_broker: MakeBroker, caplog: pytest.LogCaptureFixture
+):
+    broker = make_broker()
+    await broker.start()
+    hub = Hub(broker, history_size=1000)
+    await join(hub, "django", Broken())
+    flask = Recorder()
+    await join(hub, "flask", flask)
+    expected = []
+    for _ in range(3):  # each batch is handed over in one pass: django's channel first
+        published = await broker.publish(
+            prepare({"events": [story(["django"]), story(["flask"])]}), 1.0
+        )
+        expected.append(published[1][0][1])
+        await async_wait_until(
+            lambda: [e.id for e in flask.events] == expected, what="flask's events"
+        )
+    failures = [r for r in caplog.records if "channel django failed" in r.getMessage()]
+    assert failures and all(r.exc_info for r in failures)
+    await hub.close()

@@ -7,8 +7,11 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio as redis
 
 from livefeed.brokers.redis import RedisBroker
+from livefeed.brokers.redis_layout import Layout
+from livefeed.envelope import envelope_tail
 from livefeed.events import prepare
 from tests.backends.conftest import Collector
 from tests.support.clients import story
@@ -76,3 +79,29 @@ async def test_a_burst_read_at_once_arrives_whole_and_in_order(
         events = await collect.wait_for(300)
         assert [e.id for e in events] == [ids[0][1] for ids in published]
         assert [e.channel for e in events] == [ids[0][0] for ids in published]
+
+
+async def test_a_malformed_live_message_is_dropped_with_a_warning(
+    redis_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    good_tail = envelope_tail("story", TS, b'{"title":"ok"}')
+    malformed = [
+        b"1-0 flask not-an-envelope",
+        b"1-0 flask " + good_tail.replace(b'"ts":', b'"at":'),
+        b"1-0 flask " + good_tail[:-3],  # cut short
+        b"1-0 Flask! " + good_tail,
+        b"1-x flask " + good_tail,
+        b"99999999999999999999-0 flask " + good_tail,  # beyond any id Redis issues
+        b"1-0 flask",
+    ]
+    async with live_broker(redis_server.url, prefix, "flask") as (broker, collect):
+        client = redis.Redis.from_url(redis_server.url)
+        for data in malformed:
+            await client.publish(Layout(prefix).channel("flask"), data)
+        await client.aclose()
+        published = await broker.publish(prepare({"events": [story(["flask"])]}), TS)
+        await collect.wait_for(1)
+        assert [e.id for e in collect.events] == [published[0][0][1]]
+    dropped = [r for r in caplog.records if "dropped a malformed message" in r.getMessage()]
+    assert len(dropped) == len(malformed)
+    assert all(r.levelno == logging.WARNING for r in dropped)
