@@ -385,17 +385,28 @@ class Hub:
             for event in held:
                 self._fan_out(channel, event)
             return
-        page = await self._read(channel.name, self._history_size, cursor)
-        held, channel.held = channel.held or [], None
-        missed = merge(page.events, held, cursor)
-        if not page.recovered:
-            log.warning(
-                "channel %s lost events in a broker outage; its subscribers resume", channel.name
-            )
-            self._close_all(channel, "events were lost in a broker outage")
-        log.info("channel %s caught up %d events", channel.name, len(missed))
-        for event in missed:
-            self._fan_out(channel, event)
+        try:
+            page = await self._read(channel.name, self._history_size, cursor)
+            held, channel.held = channel.held or [], None
+            missed = merge(page.events, held, cursor)
+            if not page.recovered:
+                log.warning(
+                    "channel %s lost events in a broker outage; its subscribers resume",
+                    channel.name,
+                )
+                self._close_all(channel, "events were lost in a broker outage")
+            log.info("channel %s caught up %d events", channel.name, len(missed))
+            for event in missed:
+                self._fan_out(channel, event)
+        except Exception:
+            # Not an outage (_read waits those out) but a bug or a corrupt key: holding
+            # on would buffer every later event for ever. Its subscribers resume from
+            # history, where nothing is lost.
+            log.exception("catching up channel %s failed; its subscribers resume", channel.name)
+            self._close_all(channel, "could not catch up after a broker outage")
+        finally:
+            if channel.catchup is asyncio.current_task():  # else cancelled: see above
+                channel.held = None
 
     @staticmethod
     def _close_all(channel: _Channel, reason: str) -> None:

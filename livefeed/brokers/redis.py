@@ -70,24 +70,52 @@ def connect(url: str, **options: Any) -> aioredis.Redis:
     )
 
 
-# What envelope_tail builds, up to the data: checked once per live message, so that
-# what another writer (or an older version) got wrong is dropped at the door, not in
-# the middle of a fan-out (Event.ts reads the number after "ts").
+# What envelope_tail builds, up to the data: checked once per live message and per
+# history entry, so that what another writer (or an older version) got wrong is dropped
+# at the door, not in the middle of a fan-out (Event.ts reads the number after "ts").
 _TAIL = rb',"kind":"(?:story|activity)","ts":-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?,"data":'
 _TOOL = TOOL_PATTERN.pattern.encode()
 # A live message: "<id> <tool> <tail>".
 _MESSAGE = re.compile(rb"([0-9]{1,20}-[0-9]{1,20}) (" + _TOOL + rb") (?=" + _TAIL + rb")")
+_ENTRY_TAIL = re.compile(_TAIL)
+_ENTRY_TOOL = re.compile(_TOOL)
 
 
 def _entry_event(channel: str, entry: Any) -> Event:
     """A stream entry as redis-py parses it (id, {field: value}) or as a script returns
-    it (id, [field, value, ...])."""
+    it (id, [field, value, ...]). Raises KeyError or ValueError if it is not one of ours."""
     event_id, fields = entry
     values = (
         fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
     )
-    tool = values[b"o"].decode() if channel == FIREHOSE else channel
-    return Event(channel, tool, event_id.decode(), values[b"d"])
+    tail = values[b"d"]
+    if _ENTRY_TAIL.match(tail) is None or not tail.endswith(b"}"):
+        raise ValueError("not an envelope tail")
+    if channel == FIREHOSE:
+        tool = values[b"o"]
+        if _ENTRY_TOOL.fullmatch(tool) is None:
+            raise ValueError("not a tool")
+        return Event(channel, tool.decode(), event_id.decode(), tail)
+    return Event(channel, channel, event_id.decode(), tail)
+
+
+def _entry_events(channel: str, entries: Any) -> list[Event]:
+    """The events of stream entries, skipping (with a warning) any that is malformed."""
+    events = []
+    skipped = []
+    for entry in entries:
+        try:
+            events.append(_entry_event(channel, entry))
+        except (KeyError, ValueError):
+            skipped.append(entry[0])
+    if skipped:
+        log.warning(
+            "skipped %d malformed entries in the history of %s, the first %r",
+            len(skipped),
+            channel,
+            skipped[0],
+        )
+    return events
 
 
 class RedisBroker(Broker, PresenceStore):
@@ -157,7 +185,7 @@ class RedisBroker(Broker, PresenceStore):
         try:
             if since is None:
                 newest: Any = await self._redis.xrevrange(stream, count=limit) if limit > 0 else []
-                return HistoryPage([_entry_event(channel, e) for e in reversed(newest)])
+                return HistoryPage(_entry_events(channel, reversed(newest)))
             reply = await self._since_script(
                 args=[stream, self._layout.trimmed(channel), format_id(since), limit]
             )
@@ -172,7 +200,7 @@ class RedisBroker(Broker, PresenceStore):
                 entries = await self._redis.xrange(stream, count=limit)  # from the oldest kept
         except (RedisError, OSError) as exc:
             raise Unavailable(f"Redis did not answer the history read: {exc}") from None
-        return HistoryPage([_entry_event(channel, e) for e in entries], recovered)
+        return HistoryPage(_entry_events(channel, entries), recovered)
 
     # Presence -----------------------------------------------------------------
 

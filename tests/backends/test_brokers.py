@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
+import pytest
+import redis.asyncio as redis
 
 from livefeed.brokers.base import Broker
+from livefeed.brokers.redis import RedisBroker
+from livefeed.brokers.redis_layout import Layout
+from livefeed.envelope import envelope_tail
 from livefeed.events import prepare
 from livefeed.history import parse_id
 from livefeed.types import FIREHOSE
 from tests.backends.conftest import Collector, MakeBroker
 from tests.support.clients import activity, story
+from tests.support.redis_server import RedisServer
 from tests.support.timing import async_wait_until
 
 TS = 1764040000.125
@@ -211,3 +219,29 @@ async def test_a_batch_is_stored_in_order(make_broker: MakeBroker):
 async def test_ping_answers_while_the_backend_is_up(make_broker: MakeBroker):
     broker = await started(make_broker)
     await broker.ping()
+
+
+async def test_a_malformed_history_entry_is_skipped_with_a_warning(
+    redis_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+):
+    broker = RedisBroker(redis_server.url, prefix)
+    [[(_, first)]] = await publish(broker, story(["flask"]))
+    client = redis.Redis.from_url(redis_server.url)
+    # Entries another writer (or an older version) left under our prefix.
+    layout = Layout(prefix)
+    good_tail = envelope_tail("story", TS, b'{"title":"ok"}')
+    await client.xadd(layout.stream("flask"), {"x": "no envelope"})
+    await client.xadd(layout.stream("flask"), {"d": b',"kind":"story","data":{}}'})  # no ts
+    await client.xadd(layout.stream(FIREHOSE), {"d": good_tail})  # no tool
+    [[(_, last)]] = await publish(broker, story(["flask"]))
+    newest = await broker.history("flask", 10)
+    after_first = await broker.history("flask", 10, parse_id(first))
+    firehose = await broker.history(FIREHOSE, 10)
+    await client.aclose()
+    await broker.close()
+    assert [e.id for e in newest.events] == [first, last]
+    assert [e.id for e in after_first.events] == [last] and after_first.recovered
+    assert [e.tool for e in firehose.events] == ["flask", "flask"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("malformed entries in the history of flask" in w for w in warnings) == 2
+    assert sum("malformed entries in the history of *" in w for w in warnings) == 1

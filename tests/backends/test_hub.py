@@ -334,3 +334,34 @@ async def test_a_sink_that_raises_stops_no_other_channel(
     failures = [r for r in caplog.records if "channel django failed" in r.getMessage()]
     assert failures and all(r.exc_info for r in failures)
     await hub.close()
+
+
+async def test_a_catch_up_that_fails_closes_its_subscribers_and_the_channel_stays_live(
+    own_redis: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+):
+    broker = RedisBroker(own_redis.url, prefix, 1000, 600)
+    await broker.start()
+    hub = Hub(broker, history_size=1000)
+    viewer = Recorder()
+    await join(hub, "flask", viewer)
+    [[(_, first)]] = await broker.publish(prepare(story(["flask"])), 1.0)
+    await async_wait_until(lambda: [e.id for e in viewer.events] == [first])
+    client = redis.Redis.from_url(own_redis.url)
+    # Bytes that are no id where the newest trimmed id is kept (another writer under our
+    # prefix): reading history after a cursor then fails with something else than
+    # Unavailable. Then the live link drops, and the hub catches up from history.
+    await client.set(Layout(prefix).trimmed("flask"), b"\xff")
+    await client.client_kill_filter(_type="pubsub")
+    await async_wait_until(lambda: viewer.closed is not None, what="the viewer to be closed")
+    assert viewer.closed is not None and viewer.closed[0] == 1001  # it resumes from history
+    failures = [r for r in caplog.records if "catching up channel flask failed" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info
+    newcomer = Recorder()
+    await join(hub, "flask", newcomer)
+    [[(_, later)]] = await broker.publish(prepare(story(["flask"])), 1.0)
+    await async_wait_until(
+        lambda: [e.id for e in newcomer.events] == [later], what="live delivery after it"
+    )
+    await client.aclose()
+    await hub.close()
+    await broker.close()
