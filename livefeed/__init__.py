@@ -4,8 +4,10 @@ Public names only; everything else is internal and may change.
 """
 
 from livefeed.errors import (
+    BrokerError,
     InvalidEvent,
     LivefeedError,
+    OutcomeUnknown,
     PublishRejected,
     Unavailable,
 )
@@ -23,8 +25,10 @@ def create_app(settings: object | None = None) -> object:
 
 __all__ = [
     "AsyncPublisher",
+    "BrokerError",
     "InvalidEvent",
     "LivefeedError",
+    "OutcomeUnknown",
     "PublishRejected",
     "Publisher",
     "Unavailable",

@@ -6,11 +6,14 @@
     │   ├── Unauthorized          401 unauthorized
     │   ├── TooLarge              413 too_large
     │   ├── InvalidEvent          422 invalid_event (with the offending field)
-    │   └── RateLimited           429 rate_limited (with retry_after seconds)
+    │   ├── RateLimited           429 rate_limited (with retry_after seconds)
+    │   └── BrokerError           500 broker_error (the broker's data refused it; see below)
     ├── InvalidRequest            400 invalid_tool / invalid_query (reads, not publishes)
     ├── InvalidToken              401 unauthorized (a subscriber token that is invalid or expired)
     ├── Forbidden                 403 forbidden (a private tool without a token allowing it)
-    └── Unavailable               503 unavailable: the broker is away; nothing was accepted
+    ├── Unavailable               503 unavailable: the broker is away; nothing was accepted
+    └── OutcomeUnknown            503 outcome_unknown: a publish's reply was lost and the
+                                  broker could not be asked whether it was stored
 
 The HTTP API renders any of them as ``{"error": {"code", "message", "field"}}``;
 the Python publishers raise them as they are.
@@ -70,6 +73,15 @@ class RateLimited(PublishRejected):
         self.retry_after = retry_after
 
 
+class BrokerError(PublishRejected):
+    """The broker refused the batch for a reason a retry does not fix, before storing
+    any of it: a key under livefeed's prefix in Redis holds another type than
+    livefeed keeps there (the message names it). An operator must remove that key."""
+
+    code = "broker_error"
+    status = 500
+
+
 class InvalidRequest(LivefeedError):
     status = 400
 
@@ -89,12 +101,24 @@ class Forbidden(LivefeedError):
 
 
 class Unavailable(LivefeedError):
-    """The broker did not answer. For a publish: nothing was accepted, retry safely.
+    """The broker did not take it. For a publish: nothing was stored, retry safely.
 
-    One case is ambiguous and documented: if the connection drops after the publish
-    script reached Redis but before its reply, the events may be stored. A retry with
-    the same ``idempotency_key`` is then still delivered once.
+    Raised for a publish only when that is known: the command never reached Redis,
+    Redis refused it, or its reply was lost and Redis then confirmed (and made sure)
+    that it was not stored. Otherwise see :class:`OutcomeUnknown`.
     """
 
     code = "unavailable"
+    status = 503
+
+
+class OutcomeUnknown(LivefeedError):
+    """A publish reached the broker but its reply was lost, and the broker could not
+    be asked in time whether it was stored: it may have been stored and delivered.
+
+    A retry is safe only if every event carries an ``idempotency_key`` (it is then
+    delivered at most once); without one, a retry may deliver an event twice.
+    """
+
+    code = "outcome_unknown"
     status = 503

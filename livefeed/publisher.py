@@ -15,6 +15,7 @@ assigned by Redis in the order the scripts run).
 from __future__ import annotations
 
 import asyncio
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -27,8 +28,10 @@ from livefeed.coalesce import PublishCoalescer
 from livefeed.config import Settings
 from livefeed.errors import (
     BadJson,
+    BrokerError,
     InvalidEvent,
     LivefeedError,
+    OutcomeUnknown,
     RateLimited,
     TooLarge,
     Unauthorized,
@@ -42,6 +45,8 @@ _ERRORS: dict[str, type[LivefeedError]] = {
     "too_large": TooLarge,
     "invalid_event": InvalidEvent,
     "unavailable": Unavailable,
+    "outcome_unknown": OutcomeUnknown,
+    "broker_error": BrokerError,
 }
 
 
@@ -87,7 +92,8 @@ class _Store(Protocol):
 class _HttpTarget:
     """POST /api/events with a publish key; maps error replies back to exceptions."""
 
-    def __init__(self, url: str, key: str | None, timeout: float = 10.0) -> None:
+    # Longer than the server may take to settle a publish whose Redis reply was lost.
+    def __init__(self, url: str, key: str | None, timeout: float = 30.0) -> None:
         self._endpoint = url.rstrip("/") + "/api/events"
         self._key = key
         self._timeout = timeout
@@ -108,21 +114,44 @@ class _HttpTarget:
                 reply = orjson.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise _error_from(exc) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise Unavailable(f"could not reach {self._endpoint}: {exc}") from None
-        pairs = [(event["tool"], event["id"]) for event in reply["events"]]
-        published: Published = []
-        for event in batch.events:
-            published.append(pairs[: len(event.tools)])
-            pairs = pairs[len(event.tools) :]
+        except urllib.error.URLError as exc:  # while connecting or sending: not processed
+            raise Unavailable(f"could not reach {self._endpoint}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:  # sent; the answer is lost
+            raise OutcomeUnknown(
+                f"{self._endpoint} did not answer ({exc or type(exc).__name__}): the events "
+                "may have been stored, so a retry may deliver them twice unless every event "
+                "carries an idempotency_key"
+            ) from None
+        return _published(reply["events"], batch)
+
+
+def _published(items: list[dict[str, Any]], batch: PreparedBatch) -> Published:
+    """A 202's flat ``events`` list, per event of the batch. Each item's ``event`` (the
+    index of its event) decides; a server that does not send it gets each event's count
+    of tools, which is wrong after a repeated idempotency key with other tools."""
+    if all(isinstance(item.get("event"), int) for item in items):
+        published: Published = [[] for _ in batch.events]
+        for item in items:
+            published[item["event"]].append((item["tool"], item["id"]))
         return published
+    pairs = [(item["tool"], item["id"]) for item in items]
+    published = []
+    for event in batch.events:
+        published.append(pairs[: len(event.tools)])
+        pairs = pairs[len(event.tools) :]
+    return published
 
 
 def _error_from(exc: urllib.error.HTTPError) -> LivefeedError:
     try:
         error = orjson.loads(exc.read())["error"]
         code, message, field = error["code"], error["message"], error.get("field")
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # not livefeed's answer: a proxy's, or a crash
+        if exc.code in (500, 502, 504):  # the request may have been processed
+            return OutcomeUnknown(
+                f"HTTP {exc.code} from the server: the events may have been stored, so a "
+                "retry may deliver them twice unless every event carries an idempotency_key"
+            )
         return Unavailable(f"HTTP {exc.code} from the server")
     if code == "rate_limited":
         return RateLimited(message, float(exc.headers.get("Retry-After", "1")))
@@ -172,7 +201,9 @@ class Publisher:
         """Publish one event or ``{"events": [...]}``; per event, ``{tool: id}``.
 
         Raises :class:`~livefeed.errors.PublishRejected` subclasses or
-        :class:`~livefeed.errors.Unavailable`; then nothing was published.
+        :class:`~livefeed.errors.Unavailable`; then nothing was published. Raises
+        :class:`~livefeed.errors.OutcomeUnknown` when the publish was sent but its
+        answer was lost and could not be learned: it may have been published.
         """
         batch = prepare(document, self._max_batch)
         if self._http is not None:

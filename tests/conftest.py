@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
 from tests.support.redis_server import RedisServer
+from tests.support.relay import Relay
 from tests.support.server import ServerProcess
 
 
@@ -62,3 +63,12 @@ def start_server() -> Iterator[StartServer]:
             failures.append(failure)
     if failures:
         raise failures[0]
+
+
+@pytest.fixture
+async def redis_relay(own_redis: RedisServer) -> AsyncIterator[Relay]:
+    """A relay in front of ``own_redis`` that can lose a command's reply, or hold the
+    command back (tests/support/relay.py)."""
+    relay = await Relay.open(own_redis.port)
+    yield relay
+    await relay.close()

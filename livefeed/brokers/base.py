@@ -9,8 +9,11 @@ Guarantees every broker gives:
 
 * **Atomic publish.** :meth:`Broker.publish` stores every event of a batch in each of
   its tools' histories and the firehose's, and publishes each live, or does none of
-  it and raises :class:`~livefeed.errors.Unavailable`. Any event a subscriber can
-  see live is already in history.
+  it and raises :class:`~livefeed.errors.Unavailable` (or
+  :class:`~livefeed.errors.BrokerError`). The one exception is
+  :class:`~livefeed.errors.OutcomeUnknown`: the batch reached the backend, its
+  answer was lost, and the backend could not be asked in time whether it was
+  stored. Any event a subscriber can see live is already in history.
 * **Ids.** Per channel (a tool, or ``*``), ids are ``<ms>-<seq>`` and strictly
   increasing in the order events were stored.
 * **Idempotency.** An event whose ``idempotency_key`` was stored in the last 10

@@ -1,9 +1,13 @@
 """The Redis broker: a stream per channel for history and ids, pub/sub for live events.
 
-* Publishing runs one Lua script per batch (brokers/lua/publish.lua): idempotency
-  check, XADD with exact trimming, and PUBLISH, for every tool and the firehose,
-  atomically. Commands are never retried by the client library: a retried script
-  could store a batch twice.
+* Publishing runs one Lua script per batch (brokers/lua/publish.lua): key type
+  checks, then idempotency check, XADD with exact trimming, and PUBLISH, for every
+  tool and the firehose, atomically. Commands are never retried by the client
+  library: a retried script could store a batch twice. A publish whose command
+  never reached Redis raises ``Unavailable`` at once; one whose reply was lost
+  after it was sent is *settled* (brokers/lua/settle.lua, see redis_layout): its
+  stored ids are returned, or Redis confirms it stored nothing (``Unavailable``),
+  or, if Redis cannot be asked within ``settle_within``, ``OutcomeUnknown``.
 * Live events arrive on ONE pub/sub connection per process (the live link,
   brokers/redis_link.py), one Redis channel per livefeed channel that has local
   subscribers. A supervisor task owns it: it pings when the link is idle to notice
@@ -22,9 +26,10 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
 
 from livefeed.backoff import Backoff
 from livefeed.brokers.base import (
@@ -35,19 +40,27 @@ from livefeed.brokers.base import (
     Published,
 )
 from livefeed.brokers.redis_layout import (
+    OPERATION_TTL,
     PRESENCE_READ_LUA,
     PRESENCE_WRITE_LUA,
     PUBLISH_LUA,
+    SETTLE_LUA,
+    SETTLE_WITHIN,
     SINCE_LUA,
     Layout,
+    new_operation,
+    not_stored,
+    outcome_unknown,
     parse_presence,
     parse_published,
+    parse_settled,
     presence_args,
     publish_args,
+    refusal,
 )
 from livefeed.brokers.redis_link import Endpoint, LinkError, LiveLink
 from livefeed.envelope import Event
-from livefeed.errors import Unavailable
+from livefeed.errors import BrokerError, Unavailable
 from livefeed.events import PreparedBatch
 from livefeed.history import IdKey, format_id, is_recoverable, parse_id
 from livefeed.types import FIREHOSE, TOOL_PATTERN
@@ -125,14 +138,19 @@ class RedisBroker(Broker, PresenceStore):
         prefix: str = "livefeed:",
         history_size: int = 1000,
         idempotency_ttl: int = 600,
+        *,
+        timeout: float = 5.0,
+        settle_within: float = SETTLE_WITHIN,
     ) -> None:
         super().__init__()
         self._layout = Layout(prefix)
         self._history_size = history_size
         self._idempotency_ttl = idempotency_ttl
-        self._redis = connect(url, socket_timeout=5.0)
+        self._settle_within = settle_within
+        self._redis = connect(url, socket_timeout=timeout)
         self._endpoint = Endpoint.from_url(url)
         self._publish_script = self._redis.register_script(PUBLISH_LUA)
+        self._settle_script = self._redis.register_script(SETTLE_LUA)
         self._since_script = self._redis.register_script(SINCE_LUA)
         self._presence_write = self._redis.register_script(PRESENCE_WRITE_LUA)
         self._presence_read = self._redis.register_script(PRESENCE_READ_LUA)
@@ -173,12 +191,86 @@ class RedisBroker(Broker, PresenceStore):
     # Publishing and history -------------------------------------------------
 
     async def publish(self, batch: PreparedBatch, ts: float) -> Published:
-        args = publish_args(self._layout, self._history_size, self._idempotency_ttl, batch, ts)
+        operation = new_operation()
+        args = publish_args(
+            self._layout, self._history_size, self._idempotency_ttl, batch, ts, operation
+        )
+        pool = self._redis.connection_pool
+        connection = await self._connected_for_publish()
+        lost: Exception
         try:
-            result = await self._publish_script(args=args)
+            return parse_published(await self._run_publish(connection, args))
+        except (ResponseError, BusyLoadingError) as exc:  # answered: nothing was written
+            error = refusal(exc)
+            if isinstance(error, BrokerError):  # an operator must fix Redis's data
+                log.error("a publish was refused: %s", error.message)
+            raise error from None
+        except (RedisError, OSError) as exc:  # sent, but the reply is lost or late
+            await connection.disconnect()
+            lost = exc
+        except BaseException:  # cancelled: a reply may still be on its way
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+        return await self._settle_publish(operation, lost)
+
+    async def _connected_for_publish(self) -> AbstractConnection:
+        """A pooled connection, connected (anew if Redis closed it meanwhile: redis-py's
+        pool does not check that when maintenance notifications are on). A failure
+        here means nothing was sent: ``Unavailable``."""
+        pool = self._redis.connection_pool
+        try:
+            connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
         except (RedisError, OSError) as exc:
             raise Unavailable(f"Redis did not accept the publish: {exc}") from None
-        return parse_published(result)
+        try:
+            try:
+                stale = await connection.can_read()  # EOF, or a stray reply
+            except (RedisError, OSError):
+                stale = True
+            if stale:
+                await connection.disconnect()
+            await connection.connect()  # type: ignore[no-untyped-call]
+        except BaseException as exc:
+            await pool.release(connection)
+            if isinstance(exc, (RedisError, OSError)):
+                raise Unavailable(f"Redis did not accept the publish: {exc}") from None
+            raise
+        return connection
+
+    async def _run_publish(self, connection: AbstractConnection, args: list[Any]) -> Any:
+        await connection.send_command("EVALSHA", self._publish_script.sha, 0, *args)
+        try:
+            return await connection.read_response()
+        except NoScriptError:  # refused, not run: send the script itself
+            await connection.send_command("EVAL", PUBLISH_LUA, 0, *args)
+            return await connection.read_response()
+
+    async def _settle_publish(self, operation: str, lost: Exception) -> Published:
+        """Learn whether a publish whose reply was lost was stored, making sure that if
+        it was not, it never will be; or raise ``OutcomeUnknown`` after trying for
+        ``settle_within`` seconds."""
+        log.warning("a publish's reply was lost (%s); settling it", lost or type(lost).__name__)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settle_within
+        delay = 0.05
+        while True:
+            try:
+                stored = await self._settle_script(
+                    args=[self._layout.operation(operation), OPERATION_TTL]
+                )
+            except (RedisError, OSError) as exc:
+                last = exc
+            else:
+                published = parse_settled(stored)
+                if published is None:
+                    raise not_stored(lost)
+                return published
+            if loop.time() + delay > deadline:
+                raise outcome_unknown(lost, last, self._settle_within)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.5)
 
     async def history(self, channel: str, limit: int, since: IdKey | None = None) -> HistoryPage:
         stream = self._layout.stream(channel)

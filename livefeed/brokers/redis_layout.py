@@ -10,21 +10,34 @@ Keys (``P`` is the configured prefix, ``livefeed:`` by default):
 ``P t:<channel>``      string  the newest id trimmed from that stream (for resume)
 ``P c:<channel>``      pubsub  live events: ``<id> <tool> <tail>``
 ``P idem:<key>``       string  ``tool id ...`` of an event, expires after 10 min
+``P op:<operation>``   string  one publish call's answer (per event ``tool id ...``,
+                               newline-joined), or ``""`` once settled unstored;
+                               expires after ``OPERATION_TTL`` (see below)
 ``P pres:<tool>``      hash    process id -> ``<count> <handle> ...`` (presence)
 ``P presx:<tool>``     zset    process id -> deadline (ms) of that entry
 =====================  ======  ====================================================
+
+Each publish call is an *operation* with a random id. When its reply is lost (a
+timeout, or the connection dropped after the script was sent), the publisher runs
+``settle.lua``: it returns the operation's stored answer, or fences the operation
+(a late run of the script then does nothing) and says it was not stored.
 """
 
 from __future__ import annotations
 
+import uuid
 from importlib import resources
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from livefeed.brokers.base import PresenceEntries, Published
 from livefeed.envelope import envelope_tail
+from livefeed.errors import BrokerError, LivefeedError, OutcomeUnknown, Unavailable
 from livefeed.events import PreparedBatch
 
 PUBLISH_LUA = resources.files("livefeed.brokers").joinpath("lua/publish.lua").read_text()
+SETTLE_LUA = resources.files("livefeed.brokers").joinpath("lua/settle.lua").read_text()
 SINCE_LUA = resources.files("livefeed.brokers").joinpath("lua/since.lua").read_text()
 PRESENCE_WRITE_LUA = (
     resources.files("livefeed.brokers").joinpath("lua/presence_write.lua").read_text()
@@ -32,6 +45,9 @@ PRESENCE_WRITE_LUA = (
 PRESENCE_READ_LUA = (
     resources.files("livefeed.brokers").joinpath("lua/presence_read.lua").read_text()
 )
+
+OPERATION_TTL = 120  # seconds an operation's answer (or fence) is kept: longer than any settle
+SETTLE_WITHIN = 10.0  # seconds a publisher keeps trying to learn a lost reply's outcome
 
 
 class Layout:
@@ -48,6 +64,9 @@ class Layout:
     def channel(self, channel: str) -> str:
         return f"{self.prefix}c:{channel}"
 
+    def operation(self, operation: str) -> str:
+        return f"{self.prefix}op:{operation}"
+
     def channel_name(self, redis_channel: bytes) -> str | None:
         """The livefeed channel of a Redis pub/sub channel, or None if not ours."""
         if not redis_channel.startswith(self._channel_prefix):
@@ -55,10 +74,21 @@ class Layout:
         return redis_channel[len(self._channel_prefix) :].decode()
 
 
+def new_operation() -> str:
+    return uuid.uuid4().hex
+
+
 def publish_args(
-    layout: Layout, history_size: int, ttl: int, batch: PreparedBatch, ts: float
+    layout: Layout, history_size: int, ttl: int, batch: PreparedBatch, ts: float, operation: str
 ) -> list[Any]:
-    args: list[Any] = [layout.prefix, history_size, ttl, len(batch.events)]
+    args: list[Any] = [
+        layout.prefix,
+        history_size,
+        ttl,
+        operation,
+        OPERATION_TTL,
+        len(batch.events),
+    ]
     for event in batch.events:
         tail = envelope_tail(event.kind, ts, event.data)
         args += [event.idempotency_key or "", tail, len(event.tools), *event.tools]
@@ -71,6 +101,37 @@ def parse_published(result: list[bytes]) -> Published:
         words = joined.decode().split(" ")
         published.append(list(zip(words[::2], words[1::2], strict=True)))
     return published
+
+
+def parse_settled(stored: bytes) -> Published | None:
+    """settle.lua's answer: what the operation stored, or None if it stored nothing."""
+    return parse_published(stored.split(b"\n")) if stored else None
+
+
+def refusal(exc: RedisError) -> LivefeedError:
+    """The error for a publish Redis answered with an error reply: it wrote nothing
+    (the script checks every key before its first write; any other error reply is
+    Redis refusing to run it: out of memory, a read-only replica, ...)."""
+    message = str(exc)
+    if message.startswith("LIVEFEED_KEYTYPE "):
+        return BrokerError(message.removeprefix("LIVEFEED_KEYTYPE "))
+    return Unavailable(f"Redis refused the publish: {message}")
+
+
+def not_stored(lost: Exception) -> Unavailable:
+    return Unavailable(
+        f"the publish's reply was lost ({lost or type(lost).__name__}); Redis confirmed "
+        "that nothing of it was stored, and now never will be"
+    )
+
+
+def outcome_unknown(lost: Exception, last: Exception, within: float) -> OutcomeUnknown:
+    return OutcomeUnknown(
+        f"the publish's reply was lost ({lost or type(lost).__name__}) and Redis could not "
+        f"say within {within:g} s whether it was stored ({last or type(last).__name__}): it "
+        "may have been stored and delivered, so a retry may deliver it twice unless every "
+        "event carries an idempotency_key"
+    )
 
 
 def presence_args(

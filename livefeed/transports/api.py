@@ -90,7 +90,13 @@ class Api:
             return Response(status_code=400)
         metrics.PUBLISH_REQUESTS.labels(status="202").inc()
         count_published(batch)
-        events = [{"tool": tool, "id": event_id} for pairs in published for tool, event_id in pairs]
+        # "event": the index of the request's event each id belongs to (an extension: a
+        # repeated idempotency key answers with its first publish's tools, not the ones asked)
+        events = [
+            {"tool": tool, "id": event_id, "event": index}
+            for index, pairs in enumerate(published)
+            for tool, event_id in pairs
+        ]
         return json_response({"events": events}, 202)
 
     async def metrics(self, request: Request) -> Response:

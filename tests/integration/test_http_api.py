@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import httpx
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
+from livefeed.brokers.redis_layout import PUBLISH_LUA
 from tests.conftest import StartServer, redis_env
 from tests.support.clients import WsClient, activity, publish, publish_ok, story, unique_tool
 from tests.support.redis_server import RedisServer
+from tests.support.relay import Relay
 from tests.support.server import PUBLISH_KEY, ServerProcess
 from tests.support.timing import TIMEOUT, async_wait_until
+
+PUBLISH_SHA = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest().encode()
 
 
 async def history(server: ServerProcess, tool: str, **params: str) -> httpx.Response:
@@ -33,7 +39,7 @@ async def test_publish_is_accepted_stored_and_delivered(server: ServerProcess):
     response = await publish(server.url, story([tool], "Accepted"))
     assert response.status_code == 202
     [ids] = [response.json()["events"]]
-    assert ids == [{"tool": tool, "id": ids[0]["id"]}]
+    assert ids == [{"tool": tool, "id": ids[0]["id"], "event": 0}]
     assert (await client.events(1))[0]["id"] == ids[0]["id"]
     assert await titles(server, tool) == ["Accepted"]
     await client.close()
@@ -46,6 +52,21 @@ async def test_a_batch_returns_every_id_in_order(server: ServerProcess):
     assert await titles(server, a) == ["one"]
     stored = (await history(server, b)).json()["events"]
     assert [e["id"] for e in stored] == [ids[1]["id"], ids[2]["id"]]
+
+
+async def test_each_id_names_the_event_it_belongs_to_even_after_a_repeated_key(
+    server: ServerProcess,
+):
+    a, b, c = unique_tool(), unique_tool(), unique_tool()
+    key = f"key-{a}"
+    first = await publish_ok(server.url, {**story([a, b], "original"), "idempotency_key": key})
+    ids = await publish_ok(
+        server.url,
+        {"events": [{**story([a], "retry"), "idempotency_key": key}, story([c], "new")]},
+    )
+    # The repeated key answers with the original's tools (a and b), not the one asked.
+    assert ids[:2] == first
+    assert [(i["tool"], i["event"]) for i in ids] == [(a, 0), (b, 0), (c, 1)]
 
 
 async def test_an_activity_may_leave_tools_out(server: ServerProcess):
@@ -203,6 +224,43 @@ async def test_the_broker_down_is_503_and_nothing_is_stored(
 
     await async_wait_until(history_answers, what="history to answer after Redis is back")
     assert await titles(server, tool) == []
+
+
+async def test_a_publish_whose_redis_reply_is_lost_is_202_with_the_ids_it_was_stored_with(
+    start_server: StartServer, redis_relay: Relay, prefix: str
+):
+    server = start_server({"LIVEFEED_REDIS_URL": redis_relay.url, "LIVEFEED_REDIS_PREFIX": prefix})
+    tool = unique_tool()
+    client = await WsClient.open(server.ws_url, tools=tool)
+    await client.welcome()
+    await client.expect("subscribed")
+    await publish_ok(server.url, story([tool], "warm-up"))  # from now on EVALSHA runs it
+    redis_relay.lose_reply_to(PUBLISH_SHA)
+    async with httpx.AsyncClient(timeout=3 * TIMEOUT) as http:  # the server waits 5 s first
+        response = await publish(server.url, story([tool], "reply lost"), http=http)
+    assert redis_relay.reply_lost.is_set()
+    assert response.status_code == 202, response.text
+    [lost] = response.json()["events"]
+    [marker] = await publish_ok(server.url, story([tool], "marker"))
+    received = [e["id"] for e in await client.events(3)]
+    assert received[1:] == [lost["id"], marker["id"]]  # delivered once, with that id
+    assert await titles(server, tool) == ["warm-up", "reply lost", "marker"]
+    await client.close()
+
+
+async def test_a_batch_meeting_a_redis_key_of_the_wrong_type_is_500_and_stores_nothing(
+    start_server: StartServer, redis_server: RedisServer, prefix: str
+):
+    server = start_server(redis_env(redis_server, prefix))
+    good, bad = unique_tool(), unique_tool()
+    admin = aioredis.Redis.from_url(redis_server.url)
+    await admin.set(f"{prefix}s:{bad}", "not a stream")
+    response = await publish(server.url, {"events": [story([good]), story([bad])]})
+    assert response.status_code == 500
+    error = error_of(response)
+    assert error["code"] == "broker_error" and f"{prefix}s:{bad}" in error["message"]
+    assert await titles(server, good) == []
+    await admin.aclose()
 
 
 async def test_idempotency_keys_work_across_processes(

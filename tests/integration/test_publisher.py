@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import orjson
 import pytest
 
-from livefeed import AsyncPublisher, InvalidEvent, Publisher, Unavailable
+from livefeed import AsyncPublisher, InvalidEvent, OutcomeUnknown, Publisher, Unavailable
+from livefeed.brokers.redis_layout import PUBLISH_LUA
+from livefeed.brokers.redis_sync import SyncRedisStore
 from livefeed.errors import Unauthorized
 from livefeed.history import parse_id
+from livefeed.publisher import _HttpTarget
 from tests.conftest import StartServer, redis_env
-from tests.support.clients import WsClient, unique_tool
+from tests.support.clients import WsClient, story, unique_tool
 from tests.support.redis_server import RedisServer
+from tests.support.relay import Relay
 from tests.support.server import PUBLISH_KEY
 from tests.support.timing import async_wait_until
+
+PUBLISH_SHA = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest().encode()
 
 
 async def subscriber(ws_url: str, *tools: str) -> WsClient:
@@ -69,6 +76,60 @@ async def test_publisher_raises_unavailable_when_redis_is_down(own_redis: RedisS
     own_redis.stop()
     with pytest.raises(Unavailable):
         publisher.story(tools=["flask"], author={"handle": "a"}, title="lost")
+    publisher.close()
+
+
+async def test_publisher_straight_into_redis_returns_the_stored_ids_when_the_reply_is_lost(
+    redis_relay: Relay, prefix: str
+):
+    publisher = Publisher(SyncRedisStore(redis_relay.url, prefix, 1000, 600, timeout=1.0))
+    tool = unique_tool()
+    await asyncio.to_thread(publisher.story, [tool], {"handle": "a"}, "warm-up")  # script cached
+    redis_relay.lose_reply_to(PUBLISH_SHA)
+    ids = await asyncio.to_thread(publisher.story, [tool], {"handle": "a"}, "reply lost")
+    assert redis_relay.reply_lost.is_set()
+    titles = await _titles(redis_relay.url, prefix, tool)
+    assert list(titles.values()) == ["warm-up", "reply lost"]
+    assert list(titles)[1] == ids[tool]
+    publisher.close()
+
+
+async def test_http_publisher_without_an_answer_raises_outcome_unknown_not_unavailable():
+    """A request sent and never answered may have been published; one refused was not."""
+    accepted = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await reader.read()  # reads the request, never answers, until the client hangs up
+        writer.close()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    publisher = Publisher(http=_HttpTarget(url, PUBLISH_KEY, timeout=1.0))
+    with pytest.raises(OutcomeUnknown, match="may have been stored"):
+        await asyncio.to_thread(publisher.activity, {"handle": "a"}, "starred", "flask")
+    assert accepted.is_set()
+    listener.close()
+    await listener.wait_closed()
+    refused = Publisher(http=_HttpTarget(url, PUBLISH_KEY, timeout=1.0))  # nothing listens
+    with pytest.raises(Unavailable):
+        await asyncio.to_thread(refused.activity, {"handle": "a"}, "starred", "flask")
+
+
+async def test_http_publisher_gives_each_event_its_own_ids_after_a_repeated_key(
+    start_server: StartServer,
+):
+    server = start_server()
+    a, b, c = unique_tool(), unique_tool(), unique_tool()
+    publisher = Publisher.from_url(server.url, key=PUBLISH_KEY)
+    document = {**story([a, b], "original"), "idempotency_key": "k-1"}
+    [first] = await asyncio.to_thread(publisher.publish, document)
+    again, new = await asyncio.to_thread(
+        publisher.publish,
+        {"events": [{**story([a], "retry"), "idempotency_key": "k-1"}, story([c], "new")]},
+    )
+    assert again == first and set(first) == {a, b}  # a repeated key: the original's ids
+    assert set(new) == {c}
     publisher.close()
 
 

@@ -3,12 +3,63 @@
 -- The shebang makes Redis refuse the script up front when it is out of memory,
 -- instead of failing half way through the writes.
 --
--- ARGV: prefix, history size, idempotency ttl (s), event count, then per event:
---       idempotency key ("" for none), envelope tail, tool count, tools...
+-- ARGV: prefix, history size, idempotency ttl (s), operation id, operation ttl (s),
+--       event count, then per event: idempotency key ("" for none), envelope tail,
+--       tool count, tools...
 -- Keys are derived from the prefix, so this script needs a single Redis (no Cluster).
--- Returns, per event, "tool id tool id ..." (a repeated key returns the first ids).
+-- Returns, per event, "tool id tool id ..." (a repeated key returns the first ids),
+-- and keeps that answer, "\n"-joined, under "op:<operation id>" for the operation
+-- ttl: a publisher whose reply was lost reads it back with settle.lua.
 local prefix, size, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local count = tonumber(ARGV[4])
+local op, op_ttl = prefix .. "op:" .. ARGV[4], ARGV[5]
+local count = tonumber(ARGV[6])
+local first = 7
+
+-- An operation runs at most once. If settle.lua got there first (the publisher
+-- gave up on this call and was told it stored nothing), a late run does nothing.
+if redis.call("EXISTS", op) == 1 then
+  return redis.error_reply("LIVEFEED_SETTLED this publish was already settled; nothing was done")
+end
+
+-- Check every key the batch touches before writing any: Redis does not undo a
+-- script's writes when it fails part-way, so a failure must come before them.
+local checked = {}
+local function misfit(key, wanted)
+  if checked[key] then
+    return nil
+  end
+  checked[key] = true
+  local found = redis.call("TYPE", key)["ok"]
+  if found ~= "none" and found ~= wanted then
+    return redis.error_reply(
+      "LIVEFEED_KEYTYPE Redis key " .. key .. " holds a " .. found .. " where livefeed keeps a "
+        .. wanted .. "; nothing of the batch was stored"
+    )
+  end
+  return nil
+end
+
+local bad = misfit(prefix .. "s:*", "stream")
+if bad then
+  return bad
+end
+local i = first
+for _ = 1, count do
+  local idem, ntools = ARGV[i], tonumber(ARGV[i + 2])
+  if idem ~= "" then
+    bad = misfit(prefix .. "idem:" .. idem, "string")
+    if bad then
+      return bad
+    end
+  end
+  for t = 0, ntools - 1 do
+    bad = misfit(prefix .. "s:" .. ARGV[i + 3 + t], "stream")
+    if bad then
+      return bad
+    end
+  end
+  i = i + 3 + ntools
+end
 
 -- Append to a channel's stream, trimming it to `size`, and remember the newest
 -- trimmed id under "t:<channel>": Redis 7.0 does not count trims in
@@ -24,7 +75,7 @@ local function append(channel, ...)
 end
 
 local results = {}
-local i = 5
+i = first
 for e = 1, count do
   local idem, tail, ntools = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3
@@ -50,4 +101,5 @@ for e = 1, count do
   results[e] = done
   i = i + ntools
 end
+redis.call("SET", op, table.concat(results, "\n"), "EX", op_ttl)
 return results

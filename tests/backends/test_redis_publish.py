@@ -1,0 +1,142 @@
+"""What a Redis publish answers when its reply is lost, and when Redis's data refuses it.
+
+The broker tells "nothing was stored" (``Unavailable``) only when that is known; a
+publish whose reply is lost is settled with Redis before it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+import redis.asyncio as aioredis
+
+from livefeed.brokers.redis import RedisBroker
+from livefeed.brokers.redis_layout import PUBLISH_LUA, Layout
+from livefeed.errors import BrokerError, OutcomeUnknown, Unavailable
+from livefeed.events import prepare
+from livefeed.types import FIREHOSE
+from tests.backends.conftest import Collector
+from tests.support.clients import story
+from tests.support.redis_server import RedisServer
+from tests.support.relay import Relay
+
+TS = 1764040000.125
+PUBLISH_SHA = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest().encode()
+
+
+async def publish(broker: RedisBroker, *documents: dict) -> list[list[tuple[str, str]]]:
+    return await broker.publish(prepare({"events": list(documents)}), TS)
+
+
+async def watched_broker(
+    url: str, prefix: str, settle_within: float = 10.0
+) -> tuple[RedisBroker, Collector]:
+    """A started broker subscribed to flask, waiting 1 s for a reply, its script cached."""
+    broker = RedisBroker(url, prefix, timeout=1.0, settle_within=settle_within)
+    collect = Collector()
+    broker.on_event = collect
+    await broker.start()
+    await broker.subscribe("flask")
+    await publish(broker, story(["flask"], "warm-up"))  # from now on EVALSHA runs it
+    await collect.wait_for(1)
+    return broker, collect
+
+
+async def delivered_ids(broker: RedisBroker, collect: Collector) -> list[str]:
+    """Every id delivered live, once a marker published last has arrived."""
+    [[(_, marker)]] = await publish(broker, story(["flask"], "marker"))
+    while collect.events[-1].id != marker:
+        await collect.wait_for(len(collect.events) + 1)
+    return [event.id for event in collect.events]
+
+
+async def test_a_publish_whose_reply_is_lost_answers_the_ids_it_was_stored_with(
+    redis_relay: Relay, prefix: str
+):
+    broker, collect = await watched_broker(redis_relay.url, prefix)
+    redis_relay.lose_reply_to(PUBLISH_SHA)
+    [[(tool, event_id)]] = await publish(broker, story(["flask"], "reply lost"))
+    assert tool == "flask"
+    assert redis_relay.reply_lost.is_set()
+    stored = [event.id for event in (await broker.history("flask", 10)).events]
+    assert stored[1:] == [event_id]
+    assert (await delivered_ids(broker, collect))[1:-1] == [event_id]  # once
+    await broker.close()
+
+
+async def test_a_publish_held_back_is_unavailable_and_a_late_run_stores_nothing(
+    redis_relay: Relay, prefix: str
+):
+    broker, collect = await watched_broker(redis_relay.url, prefix)
+    redis_relay.hold_request(PUBLISH_SHA)
+    with pytest.raises(Unavailable, match="nothing of it was stored"):
+        await publish(broker, story(["flask"], "held back"))
+    assert redis_relay.request_held.is_set()
+    await redis_relay.release()  # the command reaches Redis after all, too late
+    await asyncio.wait_for(redis_relay.late_reply.wait(), 10)
+    assert b"LIVEFEED_SETTLED" in b"".join(redis_relay.late_replies)
+    assert len((await broker.history("flask", 10)).events) == 1  # the warm-up
+    assert len(await delivered_ids(broker, collect)) == 2  # the warm-up and the marker
+    await broker.close()
+
+
+async def test_a_publish_whose_reply_is_lost_while_redis_stays_away_is_outcome_unknown(
+    own_redis: RedisServer, redis_relay: Relay, prefix: str
+):
+    broker, _ = await watched_broker(redis_relay.url, prefix, settle_within=1.0)
+    redis_relay.lose_reply_to(PUBLISH_SHA)
+    publishing = asyncio.create_task(publish(broker, story(["flask"], "stored, then silence")))
+    await asyncio.wait_for(redis_relay.reply_lost.wait(), 10)  # Redis ran it and answered
+    await asyncio.to_thread(own_redis.stop)
+    with pytest.raises(OutcomeUnknown, match="may have been stored"):
+        await publishing
+    await asyncio.to_thread(own_redis.start)
+    titles = [e.payload for e in (await broker.history("flask", 10)).events]
+    assert len(titles) == 2 and b"stored, then silence" in titles[1]  # it was, indeed
+    await broker.close()
+
+
+async def test_a_publish_to_a_stopped_redis_is_unavailable_at_once(
+    own_redis: RedisServer, prefix: str
+):
+    broker = RedisBroker(own_redis.url, prefix)
+    await publish(broker, story(["flask"], "before"))
+    await asyncio.to_thread(own_redis.stop)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(Unavailable):
+        await publish(broker, story(["flask"], "refused"))
+    assert loop.time() - started < 1.0  # refused before sending: nothing to settle
+    await asyncio.to_thread(own_redis.start)
+    assert len((await broker.history("flask", 10)).events) == 1
+    await broker.close()
+
+
+async def test_a_batch_meeting_a_key_of_the_wrong_type_stores_nothing_and_names_it(
+    redis_server: RedisServer, prefix: str
+):
+    broker = RedisBroker(redis_server.url, prefix)
+    collect = Collector()
+    broker.on_event = collect
+    await broker.start()
+    await broker.subscribe("flask")
+    layout = Layout(prefix)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    await admin.set(layout.stream("django"), "not a stream")
+    with pytest.raises(BrokerError, match=f"{layout.stream('django')} holds a string"):
+        await publish(broker, story(["flask"], "first"), story(["django"], "second"))
+    await admin.delete(layout.stream("django"))
+    await admin.rpush(f"{prefix}idem:k-1", "not a string")
+    with pytest.raises(BrokerError, match=f"{prefix}idem:k-1 holds a list"):
+        await publish(
+            broker, story(["flask"], "first"), {**story(["django"]), "idempotency_key": "k-1"}
+        )
+    for channel in ("flask", "django", FIREHOSE):
+        assert (await broker.history(channel, 10)).events == []
+    [[(_, marker)]] = await publish(broker, story(["flask"], "marker"))
+    [event] = await collect.wait_for(1)
+    assert event.id == marker  # nothing of the refused batches was delivered either
+    await admin.aclose()
+    await broker.close()
