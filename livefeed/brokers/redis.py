@@ -40,7 +40,6 @@ from livefeed.brokers.base import (
     Published,
 )
 from livefeed.brokers.redis_layout import (
-    OPERATION_TTL,
     PRESENCE_READ_LUA,
     PRESENCE_WRITE_LUA,
     PUBLISH_LUA,
@@ -48,12 +47,10 @@ from livefeed.brokers.redis_layout import (
     SETTLE_WITHIN,
     SINCE_LUA,
     Layout,
+    Settling,
     new_operation,
-    not_stored,
-    outcome_unknown,
     parse_presence,
     parse_published,
-    parse_settled,
     presence_args,
     publish_args,
     refusal,
@@ -251,26 +248,15 @@ class RedisBroker(Broker, PresenceStore):
         """Learn whether a publish whose reply was lost was stored, making sure that if
         it was not, it never will be; or raise ``OutcomeUnknown`` after trying for
         ``settle_within`` seconds."""
-        log.warning("a publish's reply was lost (%s); settling it", lost or type(lost).__name__)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settle_within
-        delay = 0.05
+        settling = Settling(self._layout, operation, lost, self._settle_within, loop.time())
         while True:
             try:
-                stored = await self._settle_script(
-                    args=[self._layout.operation(operation), OPERATION_TTL]
-                )
+                stored = await self._settle_script(args=settling.args)
             except (RedisError, OSError) as exc:
-                last = exc
+                await asyncio.sleep(settling.wait_after(exc, loop.time()))
             else:
-                published = parse_settled(stored)
-                if published is None:
-                    raise not_stored(lost)
-                return published
-            if loop.time() + delay > deadline:
-                raise outcome_unknown(lost, last, self._settle_within)
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 0.5)
+                return settling.verdict(stored)
 
     async def history(self, channel: str, limit: int, since: IdKey | None = None) -> HistoryPage:
         stream = self._layout.stream(channel)

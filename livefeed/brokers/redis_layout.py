@@ -25,6 +25,7 @@ timeout, or the connection dropped after the script was sent), the publisher run
 
 from __future__ import annotations
 
+import logging
 import uuid
 from importlib import resources
 from typing import Any
@@ -35,6 +36,8 @@ from livefeed.brokers.base import PresenceEntries, Published
 from livefeed.envelope import envelope_tail
 from livefeed.errors import BrokerError, LivefeedError, OutcomeUnknown, Unavailable
 from livefeed.events import PreparedBatch
+
+log = logging.getLogger("livefeed.broker")
 
 PUBLISH_LUA = resources.files("livefeed.brokers").joinpath("lua/publish.lua").read_text()
 SETTLE_LUA = resources.files("livefeed.brokers").joinpath("lua/settle.lua").read_text()
@@ -118,20 +121,47 @@ def refusal(exc: RedisError) -> LivefeedError:
     return Unavailable(f"Redis refused the publish: {message}")
 
 
-def not_stored(lost: Exception) -> Unavailable:
-    return Unavailable(
-        f"the publish's reply was lost ({lost or type(lost).__name__}); Redis confirmed "
-        "that nothing of it was stored, and now never will be"
-    )
+class Settling:
+    """Settling one publish whose reply was lost: the settle script's arguments, its
+    verdicts, and the waits between attempts. The same for the async broker and the
+    sync store, which only differ in how they call Redis and sleep."""
+
+    def __init__(
+        self, layout: Layout, operation: str, lost: Exception, within: float, now: float
+    ) -> None:
+        log.warning("a publish's reply was lost (%s); settling it", _said(lost))
+        self.args: list[str | int] = [layout.operation(operation), OPERATION_TTL]
+        self._lost = lost
+        self._within = within
+        self._deadline = now + within
+        self._delay = 0.05
+
+    def verdict(self, stored: bytes) -> Published:
+        """What the operation stored; raises Unavailable when Redis confirmed it stored
+        nothing (and, fenced, never will)."""
+        published = parse_settled(stored)
+        if published is None:
+            raise Unavailable(
+                f"the publish's reply was lost ({_said(self._lost)}); Redis confirmed that "
+                "nothing of it was stored, and now never will be"
+            )
+        return published
+
+    def wait_after(self, failed: Exception, now: float) -> float:
+        """Seconds to wait before asking again; raises OutcomeUnknown past the deadline."""
+        delay, self._delay = self._delay, min(2 * self._delay, 0.5)
+        if now + delay > self._deadline:
+            raise OutcomeUnknown(
+                f"the publish's reply was lost ({_said(self._lost)}) and Redis could not say "
+                f"within {self._within:g} s whether it was stored ({_said(failed)}): it may "
+                "have been stored and delivered, so a retry may deliver it twice unless "
+                "every event carries an idempotency_key"
+            )
+        return delay
 
 
-def outcome_unknown(lost: Exception, last: Exception, within: float) -> OutcomeUnknown:
-    return OutcomeUnknown(
-        f"the publish's reply was lost ({lost or type(lost).__name__}) and Redis could not "
-        f"say within {within:g} s whether it was stored ({last or type(last).__name__}): it "
-        "may have been stored and delivered, so a retry may deliver it twice unless every "
-        "event carries an idempotency_key"
-    )
+def _said(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def presence_args(

@@ -15,16 +15,13 @@ from redis.retry import Retry
 
 from livefeed.brokers.base import Published
 from livefeed.brokers.redis_layout import (
-    OPERATION_TTL,
     PUBLISH_LUA,
     SETTLE_LUA,
     SETTLE_WITHIN,
     Layout,
+    Settling,
     new_operation,
-    not_stored,
-    outcome_unknown,
     parse_published,
-    parse_settled,
     publish_args,
     refusal,
 )
@@ -108,25 +105,14 @@ class SyncRedisStore:
             return connection.read_response()
 
     def _settle_publish(self, operation: str, lost: Exception) -> Published:
-        log.warning("a publish's reply was lost (%s); settling it", lost or type(lost).__name__)
-        deadline = time.monotonic() + self._settle_within
-        delay = 0.05
+        settling = Settling(self._layout, operation, lost, self._settle_within, time.monotonic())
         while True:
             try:
-                stored = self._settle_script(
-                    args=[self._layout.operation(operation), OPERATION_TTL]
-                )
+                stored = self._settle_script(args=settling.args)
             except (RedisError, OSError) as exc:
-                last = exc
+                time.sleep(settling.wait_after(exc, time.monotonic()))
             else:
-                published = parse_settled(stored)
-                if published is None:
-                    raise not_stored(lost)
-                return published
-            if time.monotonic() + delay > deadline:
-                raise outcome_unknown(lost, last, self._settle_within)
-            time.sleep(delay)
-            delay = min(2 * delay, 0.5)
+                return settling.verdict(stored)
 
     def close(self) -> None:
         self._redis.close()
