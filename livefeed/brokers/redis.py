@@ -48,6 +48,7 @@ from livefeed.brokers.redis_layout import (
     SINCE_LUA,
     Layout,
     Settling,
+    database_of,
     new_operation,
     parse_presence,
     parse_published,
@@ -140,11 +141,11 @@ class RedisBroker(Broker, PresenceStore):
         settle_within: float = SETTLE_WITHIN,
     ) -> None:
         super().__init__()
-        self._layout = Layout(prefix)
         self._history_size = history_size
         self._idempotency_ttl = idempotency_ttl
         self._settle_within = settle_within
         self._redis = connect(url, socket_timeout=timeout)
+        self._layout = Layout(prefix, database_of(self._redis.connection_pool))
         self._endpoint = Endpoint.from_url(url)
         self._publish_script = self._redis.register_script(PUBLISH_LUA)
         self._settle_script = self._redis.register_script(SETTLE_LUA)

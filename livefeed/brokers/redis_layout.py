@@ -8,7 +8,8 @@ Keys (``P`` is the configured prefix, ``livefeed:`` by default):
                                entry fields ``d`` (envelope tail), ``o`` (tool, on
                                ``*`` only). Stream ids are the event ids.
 ``P t:<channel>``      string  the newest id trimmed from that stream (for resume)
-``P c:<channel>``      pubsub  live events: ``<id> <tool> <tail>``
+``P c:<channel>``      pubsub  live events: ``<id> <tool> <tail>`` (``P db<n>:c:<channel>``
+                               for database n > 0: pub/sub ignores databases)
 ``P idem:<key>``       string  ``tool id ...`` of an event, expires after 10 min
 ``P op:<operation>``   string  one publish call's answer (per event ``tool id ...``,
                                newline-joined), or ``""`` once settled unstored;
@@ -54,9 +55,13 @@ SETTLE_WITHIN = 10.0  # seconds a publisher keeps trying to learn a lost reply's
 
 
 class Layout:
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, db: int = 0) -> None:
         self.prefix = prefix
-        self._channel_prefix = f"{prefix}c:".encode()
+        # Keys live in the URL's database, but pub/sub channels are server-wide: a
+        # deployment on another database needs channels of its own (db 0 keeps the
+        # names it always had).
+        self.live_prefix = f"{prefix}c:" if db == 0 else f"{prefix}db{db}:c:"
+        self._channel_prefix = self.live_prefix.encode()
 
     def stream(self, channel: str) -> str:
         return f"{self.prefix}s:{channel}"
@@ -65,7 +70,7 @@ class Layout:
         return f"{self.prefix}t:{channel}"
 
     def channel(self, channel: str) -> str:
-        return f"{self.prefix}c:{channel}"
+        return f"{self.live_prefix}{channel}"
 
     def operation(self, operation: str) -> str:
         return f"{self.prefix}op:{operation}"
@@ -77,6 +82,11 @@ class Layout:
         return redis_channel[len(self._channel_prefix) :].decode()
 
 
+def database_of(pool: Any) -> int:
+    """The database number a redis-py connection pool (sync or async) selects."""
+    return int(pool.connection_kwargs.get("db") or 0)
+
+
 def new_operation() -> str:
     return uuid.uuid4().hex
 
@@ -86,6 +96,7 @@ def publish_args(
 ) -> list[Any]:
     args: list[Any] = [
         layout.prefix,
+        layout.live_prefix,
         history_size,
         ttl,
         operation,

@@ -20,6 +20,7 @@ from livefeed.brokers.redis_layout import (
     SETTLE_WITHIN,
     Layout,
     Settling,
+    database_of,
     new_operation,
     parse_published,
     publish_args,
@@ -42,7 +43,6 @@ class SyncRedisStore:
         timeout: float = 5.0,
         settle_within: float = SETTLE_WITHIN,
     ) -> None:
-        self._layout = Layout(prefix)
         self._history_size = history_size
         self._ttl = idempotency_ttl
         self._settle_within = settle_within
@@ -50,6 +50,7 @@ class SyncRedisStore:
         self._redis = redis.Redis.from_url(
             url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=2.0, socket_timeout=timeout
         )
+        self._layout = Layout(prefix, database_of(self._redis.connection_pool))
         self._script = self._redis.register_script(PUBLISH_LUA)
         self._settle_script = self._redis.register_script(SETTLE_LUA)
 

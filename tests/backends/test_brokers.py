@@ -245,3 +245,26 @@ async def test_a_malformed_history_entry_is_skipped_with_a_warning(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert sum("malformed entries in the history of flask" in w for w in warnings) == 2
     assert sum("malformed entries in the history of *" in w for w in warnings) == 1
+
+
+async def test_deployments_on_two_databases_of_one_redis_do_not_hear_each_other(
+    redis_server: RedisServer, prefix: str
+):
+    # Same server, same prefix, databases 0 and 1 (say production and staging).
+    url_1 = redis_server.url.removesuffix("/0") + "/1"
+    brokers = [RedisBroker(redis_server.url, prefix), RedisBroker(url_1, prefix)]
+    collectors = [Collector(), Collector()]
+    try:
+        for broker, collect in zip(brokers, collectors, strict=True):
+            await broker.start()
+            broker.on_event = collect
+            await broker.subscribe("flask")
+        await publish(brokers[0], story(["flask"], "on database 0"))
+        await publish(brokers[1], story(["flask"], "on database 1"))
+        # Redis delivers one connection's messages in order: a leak would come first.
+        [got_0] = await collectors[0].wait_for(1)
+        [got_1] = await collectors[1].wait_for(1)
+        assert b"on database 0" in got_0.payload and b"on database 1" in got_1.payload
+    finally:
+        for broker in brokers:
+            await broker.close()

@@ -3,17 +3,18 @@
 -- The shebang makes Redis refuse the script up front when it is out of memory,
 -- instead of failing half way through the writes.
 --
--- ARGV: prefix, history size, idempotency ttl (s), operation id, operation ttl (s),
---       event count, then per event: idempotency key ("" for none), envelope tail,
---       tool count, tools...
+-- ARGV: prefix, live prefix (of the pub/sub channels), history size, idempotency
+--       ttl (s), operation id, operation ttl (s), event count, then per event:
+--       idempotency key ("" for none), envelope tail, tool count, tools...
 -- Keys are derived from the prefix, so this script needs a single Redis (no Cluster).
+-- Pub/sub is not scoped by database, so the live prefix also names the database.
 -- Returns, per event, "tool id tool id ..." (a repeated key returns the first ids),
 -- and keeps that answer, "\n"-joined, under "op:<operation id>" for the operation
 -- ttl: a publisher whose reply was lost reads it back with settle.lua.
-local prefix, size, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local op, op_ttl = prefix .. "op:" .. ARGV[4], ARGV[5]
-local count = tonumber(ARGV[6])
-local first = 7
+local prefix, live, size, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local op, op_ttl = prefix .. "op:" .. ARGV[5], ARGV[6]
+local count = tonumber(ARGV[7])
+local first = 8
 
 -- An operation runs at most once. If settle.lua got there first (the publisher
 -- gave up on this call and was told it stored nothing), a late run does nothing.
@@ -88,9 +89,9 @@ for e = 1, count do
     for t = 0, ntools - 1 do
       local tool = ARGV[i + t]
       local id = append(tool, "d", tail)
-      redis.call("PUBLISH", prefix .. "c:" .. tool, id .. " " .. tool .. " " .. tail)
+      redis.call("PUBLISH", live .. tool, id .. " " .. tool .. " " .. tail)
       local fid = append("*", "o", tool, "d", tail)
-      redis.call("PUBLISH", prefix .. "c:*", fid .. " " .. tool .. " " .. tail)
+      redis.call("PUBLISH", live .. "*", fid .. " " .. tool .. " " .. tail)
       ids[#ids + 1] = tool .. " " .. id
     end
     done = table.concat(ids, " ")
