@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import NamedTuple
 
 import pytest
 import redis.asyncio as redis
@@ -18,8 +19,8 @@ from livefeed.history import parse_id
 from livefeed.hub import Hub
 from tests.backends.conftest import MakeBroker
 from tests.support.clients import story
-from tests.support.redis_relay import LinkRelay
 from tests.support.redis_server import RedisServer
+from tests.support.relay import Relay
 from tests.support.timing import TIMEOUT, async_wait_until
 
 
@@ -199,12 +200,17 @@ async def test_a_subscriber_whose_socket_backs_up_gets_batches_through_its_sink(
     await hub.close()
 
 
+async def started_redis_hub(url: str, prefix: str) -> tuple[RedisBroker, Hub]:
+    """A started Redis broker on ``url``, and a hub over it."""
+    broker = RedisBroker(url, prefix, 1000, 600)
+    await broker.start()
+    return broker, Hub(broker, history_size=1000)
+
+
 async def test_a_history_read_failing_with_the_link_up_is_logged_and_retried(
     redis_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
 ):
-    broker = RedisBroker(redis_server.url, prefix, 1000, 600)
-    await broker.start()
-    hub = Hub(broker, history_size=1000)
+    broker, hub = await started_redis_hub(redis_server.url, prefix)
     client = redis.Redis.from_url(redis_server.url)
     stream = Layout(prefix).stream("flask")
     await client.set(stream, "not a stream")  # e.g. another app's key under our prefix
@@ -221,20 +227,46 @@ async def test_a_history_read_failing_with_the_link_up_is_logged_and_retried(
     await broker.close()
 
 
+class RelayedHub(NamedTuple):
+    """A hub whose broker reaches Redis through a relay, and a broker that publishes to
+    the same Redis directly, as another process would."""
+
+    relay: Relay
+    broker: RedisBroker
+    hub: Hub
+    elsewhere: RedisBroker
+
+
+@pytest.fixture
+async def relayed_hub(redis_server: RedisServer, prefix: str) -> AsyncIterator[RelayedHub]:
+    relay = await Relay.open(redis_server.port)
+    broker, hub = await started_redis_hub(relay.url, prefix)
+    elsewhere = RedisBroker(redis_server.url, prefix, 1000, 600)
+    yield RelayedHub(relay, broker, hub, elsewhere)
+    await hub.close()
+    await broker.close()
+    await elsewhere.close()
+    await relay.close()
+
+
+async def the_last_event(viewer: Recorder, elsewhere: RedisBroker) -> str:
+    """Publish a last event from ``elsewhere``; its id, once ``viewer`` has it."""
+    [[(_, last)]] = await elsewhere.publish(prepare(story(["flask"], "last")), 1.0)
+    await async_wait_until(
+        lambda: viewer.events and viewer.events[-1].id == last, what="the last event"
+    )
+    return last
+
+
 async def test_the_first_subscriber_of_a_channel_whose_live_link_lags_its_history_misses_nothing(
-    redis_server: RedisServer, prefix: str
+    relayed_hub: RelayedHub, redis_server: RedisServer, prefix: str
 ):
     # A history-less join (as ?tools=flask) opens the channel in this process. One event
     # reaches the hub while it opens, and is buffered for the subscriber; the next four
     # are already in history when the hub reads where it stands, but still on their way
     # over the live link (a busy process reads its link late). The relay holds them
     # there, so the order is the test's, not the scheduler's.
-    relay = LinkRelay(redis_server)
-    await relay.start()
-    broker = RedisBroker(relay.url, prefix, 1000, 600)
-    await broker.start()
-    hub = Hub(broker, history_size=1000)
-    elsewhere = RedisBroker(redis_server.url, prefix, 1000, 600)  # another process publishing
+    relay, _, hub, elsewhere = relayed_hub
     client = redis.Redis.from_url(redis_server.url)
 
     async def link_subscribed() -> bool:
@@ -247,36 +279,22 @@ async def test_the_first_subscriber_of_a_channel_whose_live_link_lags_its_histor
     await async_wait_until(link_subscribed, what="Redis to subscribe the link")
     [[(_, first)]] = await elsewhere.publish(prepare(story(["flask"], "first")), 1.0)
     await async_wait_until(
-        lambda: first.encode() in relay.held and relay.held.endswith(b"}\r\n"),
+        lambda: first.encode() in relay.link_held and relay.link_held.endswith(b"}\r\n"),
         what="the first event's message to reach the relay",
     )
-    first_only = len(relay.held)  # the subscription's confirmation and the first event
+    first_only = len(relay.link_held)  # the subscription's confirmation and the first event
     batch = prepare({"events": [story(["flask"], f"lagging {i}") for i in range(4)]})
     lagging = [pairs[0][1] for pairs in await elsewhere.publish(batch, 1.0)]
-    relay.release(first_only)
+    relay.release_link(first_only)
     await joining
-    relay.release()  # the lagging four now arrive live
-    [[(_, last)]] = await elsewhere.publish(prepare(story(["flask"], "last")), 1.0)
-    await async_wait_until(
-        lambda: viewer.events and viewer.events[-1].id == last, what="the last event"
-    )
+    relay.release_link()  # the lagging four now arrive live
+    last = await the_last_event(viewer, elsewhere)
     assert [e.id for e in viewer.events] == [first, *lagging, last]
     await client.aclose()
-    await hub.close()
-    await broker.close()
-    await elsewhere.close()
-    await relay.close()
 
 
-async def test_a_link_that_drops_again_while_catching_up_loses_nothing(
-    redis_server: RedisServer, prefix: str
-):
-    relay = LinkRelay(redis_server)
-    await relay.start()
-    broker = RedisBroker(relay.url, prefix, 1000, 600)
-    await broker.start()
-    hub = Hub(broker, history_size=1000)
-    elsewhere = RedisBroker(redis_server.url, prefix, 1000, 600)  # another process publishing
+async def test_a_link_that_drops_again_while_catching_up_loses_nothing(relayed_hub: RelayedHub):
+    relay, broker, hub, elsewhere = relayed_hub
     await broker.history("flask", 1, (0, 0))  # loads the read-after script: one answer a read
     viewer = Recorder()
     await join(hub, "flask", viewer)
@@ -284,26 +302,19 @@ async def test_a_link_that_drops_again_while_catching_up_loses_nothing(
     await async_wait_until(lambda: [e.id for e in viewer.events] == [first])
     # The link drops and comes back; the hub's read of what it missed is in flight
     # (its answer held) when the link drops again.
-    relay.hold_commands()
+    relay.hold_answers()
     relay.drop_link()
     await async_wait_until(lambda: relay.held_answers, what="the catch-up's read")
     relay.hold_link()  # the link's next confirmation waits: the outage goes on
     relay.drop_link()
     await async_wait_until(lambda: not broker.connected, what="the hub to hear of it")
     [[(_, during)]] = await elsewhere.publish(prepare(story(["flask"], "during")), 1.0)
-    relay.release_commands()  # the first catch-up's read answers, from before "during"
+    relay.release_answers()  # the first catch-up's read answers, from before "during"
     await broker.ping()  # a round trip after it, through the relay
-    await async_wait_until(lambda: relay.held, what="the link to subscribe again")
-    relay.release()  # the link is back
-    [[(_, last)]] = await elsewhere.publish(prepare(story(["flask"], "last")), 1.0)
-    await async_wait_until(
-        lambda: viewer.events and viewer.events[-1].id == last, what="the last event"
-    )
+    await async_wait_until(lambda: relay.link_held, what="the link to subscribe again")
+    relay.release_link()  # the link is back
+    last = await the_last_event(viewer, elsewhere)
     assert [e.id for e in viewer.events] == [first, during, last]
-    await hub.close()
-    await broker.close()
-    await elsewhere.close()
-    await relay.close()
 
 
 class Broken(Recorder):
@@ -339,9 +350,7 @@ async def test_a_sink_that_raises_stops_no_other_channel(
 async def test_a_catch_up_that_fails_closes_its_subscribers_and_the_channel_stays_live(
     own_redis: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
 ):
-    broker = RedisBroker(own_redis.url, prefix, 1000, 600)
-    await broker.start()
-    hub = Hub(broker, history_size=1000)
+    broker, hub = await started_redis_hub(own_redis.url, prefix)
     viewer = Recorder()
     await join(hub, "flask", viewer)
     [[(_, first)]] = await broker.publish(prepare(story(["flask"])), 1.0)

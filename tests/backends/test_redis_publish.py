@@ -74,7 +74,7 @@ async def test_a_publish_held_back_is_unavailable_and_a_late_run_stores_nothing(
     with pytest.raises(Unavailable, match="nothing of it was stored"):
         await publish(broker, story(["flask"], "held back"))
     assert redis_relay.request_held.is_set()
-    await redis_relay.release()  # the command reaches Redis after all, too late
+    await redis_relay.release_requests()  # the command reaches Redis after all, too late
     await asyncio.wait_for(redis_relay.late_reply.wait(), 10)
     assert b"LIVEFEED_SETTLED" in b"".join(redis_relay.late_replies)
     assert len((await broker.history("flask", 10)).events) == 1  # the warm-up

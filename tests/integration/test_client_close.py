@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
 
 import httpx
@@ -11,11 +10,10 @@ from tests.conftest import StartServer
 from tests.support.clients import (
     ROOMY_OUTBOX,
     WsClient,
-    presence_count,
-    publish_backlog,
+    stalled_subscriber,
     unique_tool,
+    wait_session_ended,
 )
-from tests.support.raw_ws import RawWebSocket
 from tests.support.timing import TIMEOUT, async_wait_until
 
 
@@ -48,19 +46,10 @@ async def test_a_shutdown_while_a_client_close_is_still_draining_is_clean(
     frame of its own: after the client's close that raises, and ends the shutdown."""
     server = start_server(ROOMY_OUTBOX)
     tool = unique_tool()
-    stalled = await RawWebSocket.open(server.port, f"/ws?tools={tool}", receive_buffer=4096)
-    try:
-        await asyncio.wait_for(stalled.reader.readuntil(b'"subscribed"'), TIMEOUT)
-        await publish_backlog(server.url, tool)
+    async with stalled_subscriber(server, tool) as stalled:
         stalled.send(struct.pack("!H", 1000), opcode=0x8)
-
-        async def session_ended() -> bool:
-            return await presence_count(server.url, tool) == 0
-
-        await async_wait_until(session_ended, what="the session to end")
+        await wait_session_ended(server.url, tool)
         assert not stalled.closed_by_server()  # still draining, within its grace
         server.terminate()
-    finally:
-        stalled.abort()
     log = server.log()
     assert "Traceback" not in log, log

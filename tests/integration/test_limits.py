@@ -17,11 +17,11 @@ from tests.conftest import StartServer
 from tests.support.clients import (
     ROOMY_OUTBOX,
     WsClient,
-    presence_count,
-    publish_backlog,
     publish_ok,
+    stalled_subscriber,
     story,
     unique_tool,
+    wait_session_ended,
 )
 from tests.support.raw_ws import RawWebSocket
 from tests.support.server import ServerProcess
@@ -117,20 +117,11 @@ async def test_a_stalled_client_whose_connection_ends_is_cut_off(
     which would never drain, is cut rather than kept with its backlog for ever."""
     server = start_server(ROOMY_OUTBOX)
     tool = unique_tool()
-    stalled = await RawWebSocket.open(server.port, f"/ws?tools={tool}", receive_buffer=4096)
-    try:
-        await asyncio.wait_for(stalled.reader.readuntil(b'"subscribed"'), TIMEOUT)
-        await publish_backlog(server.url, tool)
+    async with stalled_subscriber(server, tool) as stalled:
         stalled.send(frame, opcode)
-
-        async def session_ended() -> bool:
-            return await presence_count(server.url, tool) == 0
-
-        await async_wait_until(session_ended, what="the session to end")
+        await wait_session_ended(server.url, tool)
         assert not stalled.closed_by_server()  # ended at once, not by the cut below
         await async_wait_until(stalled.closed_by_server, ABORT_AFTER + TIMEOUT, "a closed socket")
-    finally:
-        stalled.abort()
 
 
 async def test_metrics_count_connections_events_and_deliveries(server: ServerProcess):

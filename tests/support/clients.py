@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -14,8 +15,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.server import PUBLISH_KEY
-from tests.support.timing import TIMEOUT
+from tests.support.raw_ws import RawWebSocket
+from tests.support.server import PUBLISH_KEY, ServerProcess
+from tests.support.timing import TIMEOUT, async_wait_until
 
 _counter = itertools.count()
 
@@ -151,3 +153,25 @@ async def presence_count(base_url: str, tool: str) -> int:
         response = await http.get(f"{base_url}/api/tools/{tool}/presence")
     assert response.status_code == 200, response.text
     return int(response.json()["count"])
+
+
+async def wait_session_ended(base_url: str, tool: str, timeout: float = TIMEOUT) -> None:
+    """Wait until no session is counted present on ``tool``."""
+
+    async def session_ended() -> bool:
+        return await presence_count(base_url, tool) == 0
+
+    await async_wait_until(session_ended, timeout, "the session to end")
+
+
+@contextlib.asynccontextmanager
+async def stalled_subscriber(server: ServerProcess, tool: str) -> AsyncIterator[RawWebSocket]:
+    """A raw WebSocket subscribed to ``tool`` that reads nothing (a small receive
+    window), with :func:`publish_backlog` waiting for it in the server; aborted on exit."""
+    stalled = await RawWebSocket.open(server.port, f"/ws?tools={tool}", receive_buffer=4096)
+    try:
+        await asyncio.wait_for(stalled.reader.readuntil(b'"subscribed"'), TIMEOUT)
+        await publish_backlog(server.url, tool)
+        yield stalled
+    finally:
+        stalled.abort()
