@@ -54,6 +54,12 @@ class PublishKeys:
                 f"over the publish rate of {self._rate:g} events/s for this key", retry_after=wait
             )
 
+    def refund(self, key: bytes, events: int) -> None:
+        """Give back a charge for a publish that stored nothing."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.give_back(events)
+
 
 class Access:
     """Which channels need a token, and whether given claims open them.

@@ -31,6 +31,10 @@ class TokenBucket:
             return True
         return False
 
+    def give_back(self, cost: float) -> None:
+        """Return ``cost`` tokens taken for something that then did not happen."""
+        self.tokens = min(self.burst, self.tokens + cost)
+
     def wait_time(self, now: float, cost: float = 1.0) -> float:
         """Seconds until ``cost`` tokens will be there (0 if they are now)."""
         self._refill(now)

@@ -20,6 +20,7 @@ from livefeed.auth import Access, PublishKeys
 from livefeed.brokers.base import Broker
 from livefeed.config import Settings
 from livefeed.errors import (
+    BrokerError,
     Forbidden,
     InvalidRequest,
     InvalidToken,
@@ -81,7 +82,11 @@ class Api:
             body = await read_body(request, self._settings.max_body_bytes)
             batch = parse_body(body, self._settings.max_batch)
             self._keys.charge(key, batch.deliveries, time.monotonic())
-            published = await self._broker.publish(batch, time.time())
+            try:
+                published = await self._broker.publish(batch, time.time())
+            except (Unavailable, BrokerError):  # nothing was stored: it costs nothing
+                self._keys.refund(key, batch.deliveries)
+                raise
         except LivefeedError as exc:
             metrics.PUBLISH_REQUESTS.labels(status=str(exc.status)).inc()
             return error_response(exc)

@@ -145,3 +145,21 @@ async def test_a_client_resuming_after_a_redis_outage_gets_every_acknowledged_ev
     assert reply["recovered"] is True
     assert [e["id"] for e in await again.events(len(acked))] == acked
     await again.close()
+
+
+async def test_a_publish_refused_while_redis_is_away_costs_its_key_nothing(
+    start_server: StartServer, own_redis: RedisServer, prefix: str
+):
+    limits = {"LIVEFEED_MAX_BATCH": "1", "LIVEFEED_PUBLISH_BURST": "1"}
+    limits["LIVEFEED_PUBLISH_RATE"] = "0.001"  # one event, then a 1,000 s wait
+    server = start_server({**redis_env(own_redis, prefix), **limits})
+    own_redis.stop()
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        for _ in range(3):
+            refused = await publish(server.url, story(["flask"], "nowhere to go"), http=http)
+            assert refused.status_code == 503, refused.text
+        own_redis.start()
+        accepted = await publish(server.url, story(["flask"], "stored"), http=http)
+        assert accepted.status_code == 202, accepted.text  # the refusals spent nothing
+        over = await publish(server.url, story(["flask"], "over the rate"), http=http)
+        assert over.status_code == 429
