@@ -196,7 +196,7 @@ class Hub:
         events, channel.tick = channel.tick, []  # emptied whatever happens, or never dirty again
         if not events:
             return
-        try:  # per channel, around the loops: a bug in one sink stops only this batch
+        try:
             batch = Batch(events)
             counts = metrics.FANOUT
             counts.deliveries += channel.live() * len(batch)
@@ -204,18 +204,34 @@ class Hub:
                 now = time.time()
                 for event in batch.events:
                     counts.observe_latency(max(0.0, now - event.ts))
-            # A write that backs a socket up makes its subscriber refresh the channel
-            # (writer -> sink) while this runs; that takes effect from the next batch.
-            writers, sinks = channel.fanout or channel.route()
             data = batch.ws_bytes
-            for write in writers:
+        except Exception:  # no one has the batch: everyone resumes it from history
+            log.exception("preparing a batch of channel %s failed", channel.name)
+            for subscriber in [*channel.writers, *channel.queued]:
+                subscriber.close(CloseCode.INTERNAL_ERROR, "internal error")
+            return
+        # A write that backs a socket up makes its subscriber refresh the channel
+        # (writer -> sink) while this runs; that takes effect from the next batch.
+        # A subscriber whose delivery fails (a bug) is closed to resume from history;
+        # the others go on. (A `try` costs nothing until it catches, since Python 3.11.)
+        writers, sinks = channel.fanout or channel.route()
+        for write in writers:
+            try:
                 write(data)
-            for sink in sinks:
+            except Exception:
+                Hub._failed(channel, write)
+        for sink in sinks:
+            try:
                 sink(batch)
-        except Exception:
-            # This channel's subscribers after the failing one miss this batch; other
-            # channels, and this one's later batches, go on.
-            log.exception("handing over a batch of channel %s failed", channel.name)
+            except Exception:
+                Hub._failed(channel, sink)
+
+    @staticmethod
+    def _failed(channel: _Channel, deliver: Callable[..., None]) -> None:
+        log.exception("a delivery on channel %s failed; closing its subscriber", channel.name)
+        for subscriber, own in [*channel.writers.items(), *channel.queued.items()]:
+            if own == deliver:
+                subscriber.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     # Joining and leaving -----------------------------------------------------
 

@@ -324,25 +324,35 @@ class Broken(Recorder):
         raise RuntimeError("a bug in this subscriber's outbox")
 
 
-async def test_a_sink_that_raises_stops_no_other_channel(
+async def test_a_sink_that_raises_is_closed_to_resume_and_stops_no_one_else(
     make_broker: MakeBroker, caplog: pytest.LogCaptureFixture
 ):
     broker = make_broker()
     await broker.start()
     hub = Hub(broker, history_size=1000)
-    await join(hub, "django", Broken())
+    broken, after = Broken(), Recorder()
+    await join(hub, "django", broken)
+    await join(hub, "django", after)  # on the same channel, handed the batch after it
     flask = Recorder()
     await join(hub, "flask", flask)
-    expected = []
+    expected: dict[str, list[str]] = {"django": [], "flask": []}
     for _ in range(3):  # each batch is handed over in one pass: django's channel first
         published = await broker.publish(
             prepare({"events": [story(["django"]), story(["flask"])]}), 1.0
         )
-        expected.append(published[1][0][1])
+        for [(tool, event_id)] in published:
+            expected[tool].append(event_id)
         await async_wait_until(
-            lambda: [e.id for e in flask.events] == expected, what="flask's events"
+            lambda: (
+                [e.id for e in flask.events] == expected["flask"]
+                and [e.id for e in after.events] == expected["django"]
+            ),
+            what="every other subscriber's events",
         )
-    failures = [r for r in caplog.records if "channel django failed" in r.getMessage()]
+    # The broken one is told to reconnect and resume from history (a hub cannot take
+    # it off the channel: its session does that when the connection ends).
+    assert broken.closed == (1011, "internal error")
+    failures = [r for r in caplog.records if "on channel django failed" in r.getMessage()]
     assert failures and all(r.exc_info for r in failures)
     await hub.close()
 
