@@ -136,6 +136,7 @@ class Hub:
         self._next_flush_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._broker_up = False  # the broker's live link, as on_connection last said
+        self._link_down = False  # on_connection said False and not True since
         broker.on_event = self.on_event
         broker.on_connection = self._on_connection
 
@@ -320,6 +321,8 @@ class Hub:
         channel = self._channels.get(name)
         if channel is None:
             channel = self._channels[name] = _Channel(name)
+            if self._link_down:  # made during an outage: hold until the catch-up
+                channel.held = []
             channel.ready = asyncio.create_task(self._open(channel), name=f"open {name}")
         return channel
 
@@ -361,6 +364,7 @@ class Hub:
 
     def _on_connection(self, connected: bool) -> None:
         self._broker_up = connected
+        self._link_down = not connected
         metrics.BROKER_UP.set(1 if connected else 0)
         if not connected:
             metrics.BROKER_OUTAGES.inc()

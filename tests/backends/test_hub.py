@@ -384,3 +384,70 @@ async def test_a_catch_up_that_fails_closes_its_subscribers_and_the_channel_stay
     await client.aclose()
     await hub.close()
     await broker.close()
+
+
+def first_in_resubscribe() -> tuple[str, str]:
+    """Two tool names (old, new) that the broker's re-subscribe, made from a set, lists
+    new first (this process's string hashes decide: pick a pair for which they do)."""
+    for m in range(20):
+        for n in range(20):
+            existing, candidate = f"old{m}", f"new{n}"
+            held = set()
+            held.add(existing)
+            held.add(candidate)
+            if next(iter(set(held))) == candidate:
+                return existing, candidate
+    raise AssertionError
+
+
+async def test_a_channel_opened_during_an_outage_holds_so_a_second_drop_loses_nothing(
+    relayed_hub: RelayedHub, prefix: str
+):
+    relay, broker, hub, elsewhere = relayed_hub
+    layout = Layout(prefix)
+    existing, tool = first_in_resubscribe()
+    old = Recorder()
+    await join(hub, existing, old)  # a channel subscribed before the outage
+    # The link drops; a viewer of a new tool joins while it is down.
+    viewer = Recorder()
+    tasks: list[asyncio.Task[None]] = []
+    heard = broker.on_connection
+
+    def on_connection(connected: bool) -> None:
+        heard(connected)
+        if not connected and not tasks:  # right after the hub heard of the outage
+            tasks.append(asyncio.create_task(join(hub, tool, viewer)))
+
+    broker.on_connection = on_connection
+    relay.hold_link()
+    relay.drop_link()
+    await async_wait_until(lambda: tasks, what="the outage to be heard")
+    [joining] = tasks
+    # The link is back and re-subscribes both; Redis confirms the new tool first. Only
+    # that confirmation gets through: the hub opens the new channel (held None, as it
+    # was made after the outage began) and the viewer goes live, while the link as a
+    # whole is not up yet (django unconfirmed).
+    channel = layout.channel(tool).encode()
+    await async_wait_until(
+        lambda: (
+            channel in relay.link_held
+            and b":1\r\n" in relay.link_held[relay.link_held.index(channel) :]
+        ),
+        what="the new tool's confirmation",
+    )
+    upto = relay.link_held.index(b":1\r\n", relay.link_held.index(channel)) + 4
+    assert layout.channel(existing).encode() not in relay.link_held[:upto]
+    relay.release_link(upto)
+    await asyncio.wait_for(joining, 10)
+    assert not broker.connected
+    # An event of the new tool is published; the link drops again before it arrives.
+    [[(_, lost)]] = await elsewhere.publish(prepare(story([tool], "second outage")), 1.0)
+    await async_wait_until(lambda: lost.encode() in relay.link_held, what="it to be held")
+    relay.drop_link()
+    await async_wait_until(lambda: relay.link_held, what="the link to subscribe again")
+    relay.release_link()
+    await async_wait_until(lambda: broker.connected, what="the link to be up")
+    [[(_, last)]] = await elsewhere.publish(prepare(story([tool], "last")), 1.0)
+    await async_wait_until(lambda: viewer.events and viewer.events[-1].id == last)
+    assert viewer.closed is None
+    assert [e.id for e in viewer.events] == [lost, last]
