@@ -16,7 +16,7 @@ import time
 from collections import deque
 
 from livefeed.brokers.base import Broker, Published
-from livefeed.errors import Unavailable
+from livefeed.errors import BrokerError, Unavailable
 from livefeed.events import PreparedBatch
 
 
@@ -85,6 +85,17 @@ class PublishCoalescer:
             for _, future in group:
                 future.cancel()
             raise
+        except BrokerError as exc:
+            if len(group) > 1:
+                # One caller's batch touches a key Redis refuses (nothing was stored):
+                # send each on its own, so that only that caller hears of it.
+                for one in group:
+                    await self._send([one])
+                return
+            [(_, future)] = group
+            if not future.done():
+                future.set_exception(exc)
+            return
         except Exception as exc:  # every caller of the group gets the broker's error
             for _, future in group:
                 if not future.done():

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from livefeed.brokers.redis import RedisBroker
 from livefeed.brokers.redis_layout import PUBLISH_LUA, Layout
+from livefeed.coalesce import PublishCoalescer
 from livefeed.errors import BrokerError, OutcomeUnknown, Unavailable
 from livefeed.events import prepare
 from livefeed.types import FIREHOSE
@@ -140,3 +141,27 @@ async def test_a_batch_meeting_a_key_of_the_wrong_type_stores_nothing_and_names_
     assert event.id == marker  # nothing of the refused batches was delivered either
     await admin.aclose()
     await broker.close()
+
+
+async def test_a_refused_key_in_a_coalesced_group_fails_only_its_own_caller(
+    redis_server: RedisServer, prefix: str
+):
+    broker = RedisBroker(redis_server.url, prefix)
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.set(Layout(prefix).stream("django"), "not a stream")
+    coalescer = PublishCoalescer(broker, 1000)
+    try:
+        first = asyncio.create_task(coalescer.publish(prepare(story(["flask"], "first"))))
+        await asyncio.sleep(0)  # let it go out: the next two wait and go out together
+        bad = asyncio.create_task(coalescer.publish(prepare(story(["django"], "bad key"))))
+        innocent = asyncio.create_task(coalescer.publish(prepare(story(["flask"], "ok"))))
+        await first
+        with pytest.raises(BrokerError):
+            await bad
+        [[(tool, _)]] = await innocent  # stored, whichever group it went out in
+        assert tool == "flask"
+        titles = [e.payload for e in (await broker.history("flask", 10)).events]
+        assert [b'"ok"' in payload for payload in titles] == [False, True]
+    finally:
+        await client.aclose()
+        await broker.close()
