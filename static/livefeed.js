@@ -238,7 +238,13 @@
         const delay = this._retry.schedule();
         this._setState("reconnecting", { reason: "token", delay: Math.round(delay) });
       } else if (typeof token === "string" && this._conn && this._conn.ws && this._conn.opened) {
-        this._send({ type: "auth", token });
+        if (token.length < FRAME_BUDGET) {
+          this._send({ type: "auth", token });
+        } else {
+          // Too long for a client frame (the server would close with 1009): reconnect,
+          // the token then goes in the URL. Cursors are kept, so nothing is missed.
+          this._open();
+        }
       }
       return this;
     }

@@ -274,13 +274,21 @@
       return globalThis[LOADING];
     }
 
+    // Hosts put on the page: one not on it now, but in here, was removed (one in <head>
+    // waits for the body, and is not removed meanwhile).
+    const placed = new WeakSet();
+
     function place(host, script, target) {
       const into = target ? document.querySelector(target) : null;
       if (target && !into) console.warn(`livefeed widget: no element matches ${target}`);
-      if (into) into.append(host);
-      else if (script && script.parentNode && script.parentNode !== document.head) script.after(host);
-      else if (document.body) document.body.append(host);
-      else document.addEventListener("DOMContentLoaded", () => document.body.append(host));
+      const put = (append) => {
+        append();
+        placed.add(host);
+      };
+      if (into) put(() => into.append(host));
+      else if (script && script.parentNode && script.parentNode !== document.head) put(() => script.after(host));
+      else if (document.body) put(() => document.body.append(host));
+      else document.addEventListener("DOMContentLoaded", () => put(() => document.body.append(host)));
     }
 
     let sheet = null; // one constructed stylesheet shared by every widget on the page
@@ -399,8 +407,10 @@
       const showEmpty = () => { ui.empty.hidden = list.size > 0; };
       const add = (ev, fresh) => {
         const key = ev.channel || ev.tool;
-        // The firehose has every tool's events: beside it, a tool's own copies are repeats.
-        if (wanted.has("*") ? key !== "*" : !wanted.has(key)) return;
+        // The firehose has every tool's events: beside it, a tool's own copies are
+        // repeats. (Unless the server refused the firehose: then they are all there is.)
+        const firehose = wanted.has("*") && feed.tools.includes("*");
+        if (firehose ? key !== "*" : !wanted.has(key)) return;
         if (!opts.kinds.includes(ev.kind)) return;
         const li = list.add(ev, { fresh });
         showEmpty();
@@ -451,7 +461,7 @@
       // Once the host page removes the widget (a single-page app moving on), stop
       // listening and give up its subscriptions, so that it no longer counts as a viewer.
       const watch = setInterval(() => {
-        if (ui.host.isConnected) return;
+        if (ui.host.isConnected || !placed.has(ui.host)) return;
         clearInterval(watch);
         for (const [type, fn] of Object.entries(listeners)) feed.off(type, fn);
         release(feed, opts.tools);

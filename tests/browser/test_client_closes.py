@@ -117,3 +117,21 @@ def test_a_frame_too_large_for_the_server_stops_the_feed(
     assert (error["code"], error["close"]) == ("frame_too_large", 1009)
     # Stopped, not "reconnecting": the same subscribe would only be refused again.
     assert page.evaluate("() => log.states.map(([s]) => s)") == ["connecting", "open", "closed"]
+
+
+def test_a_token_too_long_for_a_frame_reconnects_with_it_instead(
+    page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
+):
+    server, private = private_server
+    start_feed(page, server, site, [unique_tool("public")], "websocket")
+    wait_for(page, "() => feed.state === 'open'")
+    # A JWT listing many tools is over the 4 KiB frame limit: as an `auth` frame it
+    # would be closed with 1009. It goes in the URL of a new connection instead.
+    tools = [private, *(f"a-team-tool-with-a-long-name-{i:03d}" for i in range(140))]
+    token = mint(SECRET, "alice", tools, 600)
+    assert len(token) > 4096
+    page.evaluate("(token) => feed.setToken(token)", token)
+    wait_for(page, "() => log.states.filter(([s]) => s === 'open').length === 2")
+    page.evaluate("(tool) => feed.subscribe([tool])", private)
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", private)  # the token is in use
+    assert page.evaluate("() => log.errors") == []

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import pytest
-from playwright.sync_api import Locator, Page, WebSocketRoute, expect
+from playwright.sync_api import Locator, Page, Route, WebSocketRoute, expect
 from websockets.sync.client import connect
 
 from tests.browser.conftest import PageLog
+from tests.conftest import StartServer
 from tests.support.browser import TIMEOUT_MS, expect_ids, pause_clock, publish_now
 from tests.support.clients import activity, story, unique_tool
 from tests.support.server import ServerProcess
@@ -149,3 +151,53 @@ def test_a_widget_of_the_firehose_and_a_tool_shows_each_event_once(
     )
     expect(host.locator("li.item").filter(has_text="@klodnitsky")).to_have_count(1)
     expect(host.locator("li.item").filter(has_text="marker")).to_have_count(1)
+
+
+def test_a_widget_of_the_firehose_and_a_tool_shows_the_tool_when_the_firehose_is_refused(
+    page: Page, start_server: StartServer, site: StaticSite
+):
+    # With any tool private, the firehose needs a token that allows it: refused here.
+    server = start_server({"LIVEFEED_SECRET": "s" * 32, "LIVEFEED_PRIVATE_TOOLS": "payroll"})
+    tool = unique_tool("public")
+    page.goto(site.add("/refused.html", embed_page(server, f'data-tools="*,{tool}"')))
+    host = widget(page, f"*,{tool}")
+    page.wait_for_function(
+        "(url) => !LiveFeed.shared({ url }).tools.includes('*')",
+        arg=f"{server.url}/",
+        timeout=TIMEOUT_MS,
+    )
+    [s] = publish_now(server.url, story([tool], "the tool's own copy"))
+    expect_ids(host.locator("li.item"), [s["id"]])
+
+
+def test_a_widget_in_the_head_is_not_taken_for_removed_while_the_body_loads(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    pause_clock(page)  # the removal check runs only when the test runs the clock
+    tool = unique_tool("head")
+    released = []
+
+    def slow_script(route: Route) -> None:  # a third-party script that holds the parser
+        released.append(route)
+
+    page.route("**/slow.js", slow_script)
+    html = f"""<!doctype html><html><head>
+<script src="{feed_server.url}/static/widget.js" data-tool="{tool}"></script>
+</head><body><h1>Page</h1><script src="{site.origin}/slow.js"></script></body></html>"""
+    with page.expect_request("**/slow.js"):
+        page.goto(site.add("/head.html", html), wait_until="commit")
+    url = f"{feed_server.url}/"
+    live = "(url) => globalThis.LiveFeed && LiveFeed.shared({ url }).state === 'open'"
+    deadline = time.monotonic() + TIMEOUT
+    # Wait in Playwright (route handlers run only then; the page's timers are paused)
+    # until the slow script is held and the widget is live, not yet on the page.
+    while not (released and page.evaluate(live, url)):
+        assert time.monotonic() < deadline, "the widget never went live"
+        page.wait_for_timeout(20)
+    assert not page.evaluate("() => document.querySelector('livefeed-widget')?.isConnected")
+    page.clock.run_for(5_000)  # removal checks run while the widget is not placed yet
+    released[0].fulfill(status=200, content_type="text/javascript", body="window.done = 1;")
+    host = widget(page, tool)
+    [s] = publish_now(feed_server.url, story([tool], "after the body"))
+    expect_ids(host.locator("li.item"), [s["id"]])
+    assert presence_count(feed_server, tool) == 1
