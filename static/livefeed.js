@@ -208,7 +208,9 @@
           sub.history = Math.max(sub.history, clampHistory(history)); // used on a fresh resubscribe
           continue;
         }
-        this._subs.set(key, { history: clampHistory(history), presence: Boolean(presence) });
+        // Not `confirmed` until the server's `subscribed`: an event of an earlier
+        // subscription to the key, still in flight, is not this one's.
+        this._subs.set(key, { history: clampHistory(history), presence: Boolean(presence), confirmed: false });
         added.push(key);
       }
       if (added.length) this._sync(() => this._sendSubscribe(added));
@@ -521,7 +523,8 @@
 
     _onEvent(ev) {
       const key = ev.channel || ev.tool;
-      if (!this._subs.has(key) || typeof ev.id !== "string") return; // in flight after unsubscribe
+      const sub = this._subs.get(key);
+      if (!sub || !sub.confirmed || typeof ev.id !== "string") return; // in flight after unsubscribe
       const last = this._cursors.get(key);
       if (last !== undefined && compareIds(ev.id, last) <= 0) return; // already emitted
       this._cursors.set(key, ev.id);
@@ -534,6 +537,8 @@
 
     _onSubscribed(conn, frame) {
       const tool = frame.tool;
+      const sub = this._subs.get(tool);
+      if (sub) sub.confirmed = true; // the server sends it before any event of the tool
       // `subscribed` carries a count only; a full presence frame already received on
       // this connection is newer and wins. Users stay unknown (null) until a full frame.
       if (typeof frame.presence === "number" && !conn.fullPresence.has(tool)) {

@@ -1,13 +1,16 @@
 """livefeed.js in Chromium when the server refuses or ends something: the same outcome
 over WebSocket and SSE (a forbidden tool, an expired token), the wait after 4029, and
-1009 (a frame of ours too large) stopping rather than looping."""
+1009 (a frame of ours too large) stopping rather than looping; and an event of an
+old subscription still in flight when a tool is subscribed again."""
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Page, WebSocketRoute
 
 from livefeed.tokens import mint
 from tests.conftest import StartServer, redis_env
@@ -16,6 +19,7 @@ from tests.support.clients import story, unique_tool
 from tests.support.redis_server import RedisServer
 from tests.support.server import ServerProcess
 from tests.support.site import StaticSite
+from tests.support.timing import TIMEOUT
 
 pytestmark = pytest.mark.browser
 
@@ -135,3 +139,41 @@ def test_a_token_too_long_for_a_frame_reconnects_with_it_instead(
     page.evaluate("(tool) => feed.subscribe([tool])", private)
     wait_for(page, "(tool) => log.subscribed.includes(tool)", private)  # the token is in use
     assert page.evaluate("() => log.errors") == []
+
+
+def test_an_event_in_flight_across_a_resubscribe_does_not_cut_the_new_replay(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    tool = unique_tool("again")
+    sockets: list[WebSocketRoute] = []
+    held: list[str | bytes] = []  # server -> page frames, while the gate is shut
+    gate = {"shut": False}
+
+    def relay(ws: WebSocketRoute) -> None:  # the page's WebSocket, through the test
+        sockets.append(ws)
+        server = ws.connect_to_server()
+        ws.on_message(server.send)
+        server.on_message(lambda m: held.append(m) if gate["shut"] else ws.send(m))
+
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), relay)
+    ids = [publish_now(feed_server.url, story([tool]))[0]["id"] for _ in range(3)]
+    start_feed(page, feed_server, site, [], "websocket")
+    page.evaluate("(tool) => feed.subscribe([tool], { history: 5 })", tool)
+    wait_for(page, "(n) => log.events.length === n", 3)
+    # An event is on its way to the page when the page unsubscribes and subscribes again.
+    gate["shut"] = True
+    ids += [publish_now(feed_server.url, story([tool]))[0]["id"]]
+    page.evaluate(
+        "(t) => { log.events = []; feed.unsubscribe([t]).subscribe([t], { history: 5 }); }", tool
+    )
+    deadline = time.monotonic() + TIMEOUT
+    while sum(isinstance(m, str) and f'"{ids[-1]}"' in m for m in held) < 2:  # live, replay
+        assert time.monotonic() < deadline, "the event and the new replay never came"
+        page.wait_for_timeout(20)  # Playwright runs the relay's handlers while it waits
+    [ws] = sockets
+    gate["shut"] = False
+    for message in held:  # in order: the old subscription's event, then the new replay
+        ws.send(message)
+    # The new subscription asked for 5 of history: all 4 events, none cut by the stray.
+    wait_for(page, "(n) => log.events.length >= n", 4)
+    assert page.evaluate("() => log.events") == ids
