@@ -319,9 +319,11 @@ class RedisBroker(Broker, PresenceStore):
                 self._link.subscribe(self._layout.channel(channel))
             await future
         finally:
-            waiting = self._waiters.get(channel, [])
-            if future in waiting:
+            waiting = self._waiters.get(channel)
+            if waiting is not None and future in waiting:
                 waiting.remove(future)
+                if not waiting:  # cancelled (left during an outage): keep no empty list
+                    del self._waiters[channel]
 
     async def unsubscribe(self, channel: str) -> None:
         self._held.discard(channel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -105,3 +106,25 @@ async def test_a_malformed_live_message_is_dropped_with_a_warning(
     dropped = [r for r in caplog.records if "dropped a malformed message" in r.getMessage()]
     assert len(dropped) == len(malformed)
     assert all(r.levelno == logging.WARNING for r in dropped)
+
+
+async def test_subscribes_abandoned_during_an_outage_leave_nothing_behind(
+    own_redis: RedisServer, prefix: str
+):
+    broker = RedisBroker(own_redis.url, prefix)
+    await broker.start()
+    try:
+        own_redis.stop()
+        await async_wait_until(lambda: not broker.connected, what="the outage to be seen")
+        # Viewers join and leave tools while Redis is away: their subscribes wait, and
+        # are cancelled when they leave.
+        waiting = [asyncio.create_task(broker.subscribe(f"tool-{i}")) for i in range(50)]
+        await asyncio.sleep(0)  # each subscribe is now waiting for its confirmation
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        for i in range(50):
+            await broker.unsubscribe(f"tool-{i}")
+        assert broker._waiters == {}  # nothing kept per name asked for
+    finally:
+        await broker.close()
