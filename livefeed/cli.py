@@ -22,21 +22,18 @@ def _flag(field: str) -> str:
 def _add_serve(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the server")
     for setting in SETTINGS:
-        if setting.parse is switch:  # --demo / --no-demo: either beats the environment
-            serve.add_argument(
-                _flag(setting.field),
-                dest=setting.field,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=f"{setting.help} [{' / '.join(setting.env)}]",
-            )
-        else:
-            serve.add_argument(
-                _flag(setting.field),
-                dest=setting.field,
-                type=setting.parse,
-                help=f"{setting.help} [{' / '.join(setting.env)}]",
-            )
+        # An on/off setting gets --X and --no-X: either beats the environment.
+        kind: dict[str, Any] = (
+            {"action": argparse.BooleanOptionalAction}
+            if setting.parse is switch
+            else {"type": setting.parse}
+        )
+        serve.add_argument(
+            _flag(setting.field),
+            dest=setting.field,
+            help=f"{setting.help} [{' / '.join(setting.env)}]",
+            **kind,
+        )
 
 
 def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:

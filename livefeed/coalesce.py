@@ -85,18 +85,13 @@ class PublishCoalescer:
             for _, future in group:
                 future.cancel()
             raise
-        except BrokerError as exc:
-            if len(group) > 1:
+        except Exception as exc:  # every caller of the group gets the broker's error
+            if isinstance(exc, BrokerError) and len(group) > 1:
                 # One caller's batch touches a key Redis refuses (nothing was stored):
                 # send each on its own, so that only that caller hears of it.
                 for one in group:
                     await self._send([one])
                 return
-            [(_, future)] = group
-            if not future.done():
-                future.set_exception(exc)
-            return
-        except Exception as exc:  # every caller of the group gets the broker's error
             for _, future in group:
                 if not future.done():
                     future.set_exception(exc)

@@ -135,8 +135,8 @@ class Hub:
         # write cost 5.2 us per delivery and 4 cost 2.9 us, against 9.8 us one by one.
         self._next_flush_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._broker_up = False  # the broker's live link, as on_connection last said
-        self._link_down = False  # on_connection said False and not True since
+        # The broker's live link, as on_connection last said (None: not said yet).
+        self._broker_up: bool | None = None
         broker.on_event = self.on_event
         broker.on_connection = self._on_connection
 
@@ -194,9 +194,10 @@ class Hub:
 
     @staticmethod
     def _hand_over(channel: _Channel) -> None:
-        events, channel.tick = channel.tick, []  # emptied whatever happens, or never dirty again
+        events = channel.tick
         if not events:
             return
+        channel.tick = []  # emptied whatever happens, or never dirty again
         try:
             batch = Batch(events)
             counts = metrics.FANOUT
@@ -321,7 +322,7 @@ class Hub:
         channel = self._channels.get(name)
         if channel is None:
             channel = self._channels[name] = _Channel(name)
-            if self._link_down:  # made during an outage: hold until the catch-up
+            if self._broker_up is False:  # made during an outage: hold until the catch-up
                 channel.held = []
             channel.ready = asyncio.create_task(self._open(channel), name=f"open {name}")
         return channel
@@ -364,7 +365,6 @@ class Hub:
 
     def _on_connection(self, connected: bool) -> None:
         self._broker_up = connected
-        self._link_down = not connected
         metrics.BROKER_UP.set(1 if connected else 0)
         if not connected:
             metrics.BROKER_OUTAGES.inc()

@@ -87,7 +87,7 @@ def connect(url: str, **options: Any) -> aioredis.Redis:
 _TAIL = rb',"kind":"(?:story|activity)","ts":-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?,"data":'
 _TOOL = TOOL_PATTERN.pattern.encode()
 # A live message: "<id> <tool> <tail>".
-_MESSAGE = re.compile(rb"([0-9]{1,20}-[0-9]{1,20}) (" + _TOOL + rb") (?=" + _TAIL + rb")")
+_MESSAGE = re.compile(rb"([^ ]+) (" + _TOOL + rb") (?=" + _TAIL + rb")")
 _ENTRY_TAIL = re.compile(_TAIL)
 _ENTRY_TOOL = re.compile(_TOOL)
 

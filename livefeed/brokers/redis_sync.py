@@ -4,7 +4,6 @@ same handling of a lost reply (see :meth:`livefeed.brokers.redis.RedisBroker.pub
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -28,8 +27,6 @@ from livefeed.brokers.redis_layout import (
 )
 from livefeed.errors import Unavailable
 from livefeed.events import PreparedBatch
-
-log = logging.getLogger("livefeed.publisher")
 
 
 class SyncRedisStore:
