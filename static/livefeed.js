@@ -19,6 +19,7 @@
   // Client frames are capped at 4 KiB (CONTRACT.md "Limits"); 100 long slugs with
   // cursors are not, so subscribe/unsubscribe frames are split below this many chars.
   const FRAME_BUDGET = 3500;
+  const PAGE = Symbol("page"); // the owner of subscriptions made without one
 
   // What each close code means for the next attempt (CONTRACT.md "Close codes").
   // Any other code (1000, 1006 network loss, 1011...) is "retry": back off, resume.
@@ -149,7 +150,7 @@
       this.state = "idle"; // idle | connecting | open | reconnecting | closed
       this.transport = null; // "websocket" | "sse" while connecting or open
       this._token = options.token ?? null;
-      this._subs = new Map(); // stream key ("flask", "*") -> {history, presence}
+      this._subs = new Map(); // stream key ("flask", "*") -> {history, presence, confirmed, owners}
       this._cursors = new Map(); // stream key -> last id emitted or SSE position: resume point and dedupe bound
       this._presence = new Map(); // tool -> {tool, count, users}; users null until a full frame
       this._recent = new Map(); // stream key -> last RECENT events, oldest first
@@ -196,8 +197,13 @@
       return this;
     }
 
-    /** Add streams (a list or "a,b"); history/presence apply to the ones new here. */
-    subscribe(tools, { history = this.history, presence = this.presenceDefault } = {}) {
+    /**
+     * Add streams (a list or "a,b"); history/presence apply to the ones new here.
+     * `owner` (any value; the page's own by default) holds them until it unsubscribes:
+     * a stream stays while any owner holds it, so widgets sharing a feed with the
+     * page's code cannot take each other's streams away.
+     */
+    subscribe(tools, { history = this.history, presence = this.presenceDefault, owner = PAGE } = {}) {
       const list = toolList(tools);
       const bad = list.find((t) => !TOOL.test(t));
       if (bad !== undefined) throw new TypeError(`livefeed: invalid tool ${JSON.stringify(bad)}`);
@@ -205,21 +211,34 @@
       for (const key of list) {
         const sub = this._subs.get(key);
         if (sub) {
+          sub.owners.add(owner);
           sub.history = Math.max(sub.history, clampHistory(history)); // used on a fresh resubscribe
           continue;
         }
         // Not `confirmed` until the server's `subscribed`: an event of an earlier
         // subscription to the key, still in flight, is not this one's.
-        this._subs.set(key, { history: clampHistory(history), presence: Boolean(presence), confirmed: false });
+        this._subs.set(key, {
+          history: clampHistory(history),
+          presence: Boolean(presence),
+          confirmed: false,
+          owners: new Set([owner]),
+        });
         added.push(key);
       }
       if (added.length) this._sync(() => this._sendSubscribe(added));
       return this;
     }
 
-    /** Drop streams; their cursors, recent events and presence are forgotten. */
-    unsubscribe(tools) {
-      const removed = toolList(tools).filter((key) => this._subs.delete(key));
+    /**
+     * Give up `owner`'s hold on streams (the page's by default); a stream no owner
+     * holds any more is dropped, and its cursor, recent events and presence forgotten.
+     */
+    unsubscribe(tools, { owner = PAGE } = {}) {
+      const removed = toolList(tools).filter((key) => {
+        const sub = this._subs.get(key);
+        if (!sub || !sub.owners.delete(owner) || sub.owners.size) return false;
+        return this._subs.delete(key);
+      });
       for (const key of removed) {
         this._cursors.delete(key);
         this._recent.delete(key);

@@ -363,35 +363,25 @@
       return `${handleText((d.actor || {}).handle)} ${verbText(d.verb)} ${toolName(d.tool || ev.tool)}`;
     }
 
-    // The tools each shared feed carries for widgets, counted, so that a removed widget
-    // gives up only what no other widget shows, and never a tool the page itself had
-    // subscribed before any widget did.
-    const usage = new WeakMap(); // feed -> { counts: Map<tool, widgets>, ours: Set<tool>, started }
+    // The widgets living on each shared feed, so that the connection they opened is
+    // closed when the last one goes. Each widget holds its tools as their own owner
+    // (LiveFeed.subscribe's `owner`): removing one gives up only what no other widget,
+    // and nothing the page's own code, still holds.
+    const usage = new WeakMap(); // feed -> { widgets, started }
 
-    function claim(feed, tools) {
+    function claim(feed, owner, tools, options) {
       let use = usage.get(feed);
-      if (!use) usage.set(feed, (use = { counts: new Map(), ours: new Set(), started: ["idle", "closed"].includes(feed.state) }));
-      for (const tool of tools) {
-        if (!use.counts.has(tool) && !feed.tools.includes(tool)) use.ours.add(tool);
-        use.counts.set(tool, (use.counts.get(tool) || 0) + 1);
-      }
+      if (!use) usage.set(feed, (use = { widgets: 0, started: ["idle", "closed"].includes(feed.state) }));
+      use.widgets += 1;
+      feed.subscribe(tools, { ...options, owner });
     }
 
-    function release(feed, tools) {
+    function release(feed, owner, tools) {
       const use = usage.get(feed);
-      const unused = [];
-      for (const tool of tools) {
-        const left = use.counts.get(tool) - 1;
-        if (left > 0) {
-          use.counts.set(tool, left);
-          continue;
-        }
-        use.counts.delete(tool);
-        if (use.ours.delete(tool)) unused.push(tool);
-      }
-      if (unused.length) feed.unsubscribe(unused); // presence stops counting this viewer
+      feed.unsubscribe(tools, { owner }); // presence stops counting this viewer
+      use.widgets -= 1;
       // The widgets opened this feed and the last one is gone: close the connection.
-      if (use.started && !use.counts.size && !feed.tools.length) {
+      if (use.started && !use.widgets && !feed.tools.length) {
         usage.delete(feed);
         feed.close();
       }
@@ -451,8 +441,8 @@
       // More history when some kinds are hidden, so that the list still fills up.
       const history = opts.kinds.length < 2 ? Math.min(100, opts.items * 3) : opts.items;
       if (opts.token) feed.setToken(opts.token); // one token per server and page: the last one wins
-      claim(feed, opts.tools);
-      feed.subscribe(opts.tools, { history, presence: true });
+      const owner = Symbol("widget");
+      claim(feed, owner, opts.tools, { history, presence: true });
       showState(feed);
       showPresence();
       showEmpty();
@@ -464,7 +454,7 @@
         if (ui.host.isConnected || !placed.has(ui.host)) return;
         clearInterval(watch);
         for (const [type, fn] of Object.entries(listeners)) feed.off(type, fn);
-        release(feed, opts.tools);
+        release(feed, owner, opts.tools);
       }, REMOVAL_CHECK_MS);
     }
 

@@ -133,6 +133,39 @@ def test_a_widget_removed_from_the_page_stops_counting_as_a_viewer(
     assert state == "closed"
 
 
+def test_the_page_and_its_widgets_hold_their_own_subscriptions_on_the_shared_feed(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    pause_clock(page)  # so the widget's removal check can be run at once
+    tool = unique_tool("owned")
+    page.goto(site.add("/owned.html", embed_page(feed_server, f'data-tool="{tool}"')))
+    shown = widget(page, tool)
+    feed = f"LiveFeed.shared({{ url: '{feed_server.url}/' }})"
+
+    # The page's own code subscribes the widget's tool, then gives it up: the widget,
+    # which holds it too, stays subscribed.
+    page.evaluate(
+        f"""(tool) => {{
+        window.got = [];
+        {feed}.on("event", (e) => e.tool === tool && got.push(e.id));
+        {feed}.subscribe(tool).unsubscribe(tool);
+    }}""",
+        tool,
+    )
+    [first] = publish_now(feed_server.url, story([tool], "still the widget's"))
+    expect_ids(shown.locator("li.item"), [first["id"]])
+
+    # The page subscribes it again, after the widget did; the widget goes: the page's
+    # subscription stays, and so does the connection it needs.
+    page.evaluate(f"(tool) => {feed}.subscribe(tool)", tool)
+    page.evaluate("() => document.querySelector('livefeed-widget').remove()")
+    page.clock.run_for(2_500)  # past the widget's removal check
+    assert page.evaluate(f"() => [{feed}.tools, {feed}.state]") == [[tool], "open"]
+    [second] = publish_now(feed_server.url, story([tool], "still the page's"))
+    page.wait_for_function("(id) => got.includes(id)", arg=second["id"], timeout=TIMEOUT_MS)
+    assert presence_count(feed_server, tool) == 1
+
+
 def test_a_widget_of_the_firehose_and_a_tool_shows_each_event_once(
     page: Page, feed_server: ServerProcess, site: StaticSite
 ):
