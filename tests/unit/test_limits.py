@@ -32,6 +32,35 @@ def test_frame_rate_limit_streak_ends_when_frames_are_accepted_again():
     assert limit.streak == 0
 
 
+def flood(limit: FrameRateLimit, per_second: float, seconds: float) -> tuple[list[str], float]:
+    """Frames at a steady rate until the limit closes or time is up: verdicts, close time."""
+    verdicts: list[str] = []
+    for i in range(int(per_second * seconds)):
+        now = i / per_second
+        verdicts.append(limit.check(now))
+        if verdicts[-1] == "close":
+            return verdicts, now
+    return verdicts, float("inf")
+
+
+def test_a_client_going_on_over_the_frame_rate_is_closed_though_some_frames_pass():
+    # 25 frames/s against 20: a frame gets through every 50 ms, so no streak is long.
+    verdicts, closed_at = flood(FrameRateLimit(rate=20, burst=40, now=0.0), 25, 60)
+    assert "ok" in verdicts[-10:]
+    # The full bucket lasts 8 s (40 at 25 - 20 a second), then 40 drops at 5 - 1 a second.
+    assert 17 < closed_at < 19
+    _, closed_at = flood(FrameRateLimit(rate=20, burst=40, now=0.0), 100, 60)
+    assert closed_at < 1
+
+
+def test_a_client_at_the_frame_rate_is_never_closed():
+    verdicts, closed_at = flood(FrameRateLimit(rate=20, burst=40, now=0.0), 20, 600)
+    assert closed_at == float("inf") and set(verdicts) == {"ok"}
+    limit = FrameRateLimit(rate=20, burst=40, now=0.0)
+    for burst_at in range(0, 600, 30):  # a burst over the rate now and then is forgiven
+        assert "close" not in [limit.check(burst_at) for _ in range(70)]
+
+
 def test_backoff_has_full_jitter_under_a_growing_cap():
     backoff = Backoff(base=0.1, cap=2.0, rng=random.Random(7))
     delays = [backoff.next_delay() for _ in range(12)]
