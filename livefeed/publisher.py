@@ -63,9 +63,11 @@ def _story(
     data: dict[str, Any] = {"author": author, "title": title, "body": body, "trending": trending}
     if url is not None:
         data["url"] = url
+    # As given, not list()-ed: validation then refuses a string (list("flask") would
+    # publish to the tools f, l, a, s and k).
     if tags:
-        data["tags"] = list(tags)
-    document: dict[str, Any] = {"kind": "story", "tools": list(tools), "data": data}
+        data["tags"] = tags
+    document: dict[str, Any] = {"kind": "story", "tools": tools, "data": data}
     if idempotency_key is not None:
         document["idempotency_key"] = idempotency_key
     return document
@@ -89,20 +91,35 @@ class _Store(Protocol):
     def close(self) -> None: ...
 
 
+def _json_default(value: Any) -> Any:
+    """Sets, which validation takes for lists (of tools, of tags), sent as JSON arrays."""
+    if isinstance(value, set | frozenset):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 class _HttpTarget:
     """POST /api/events with a publish key; maps error replies back to exceptions."""
 
     # Longer than the server may take to settle a publish whose Redis reply was lost.
-    def __init__(self, url: str, key: str | None, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, key: str | None, max_body_bytes: int, timeout: float = 30.0
+    ) -> None:
         self._endpoint = url.rstrip("/") + "/api/events"
         self._key = key
+        self._max_body_bytes = max_body_bytes
         self._timeout = timeout
 
     def post(self, document: Any, batch: PreparedBatch) -> Published:
         """Send the document as given (already validated here as ``batch``)."""
+        body = orjson.dumps(document, default=_json_default)
+        # Checked here because the server answers 413 from the Content-Length and
+        # closes: a client still sending a large body sees only a reset, not the 413.
+        if len(body) > self._max_body_bytes:
+            raise TooLarge(f"the body is {len(body)} bytes; the limit is {self._max_body_bytes}")
         request = urllib.request.Request(
             self._endpoint,
-            data=orjson.dumps(document),
+            data=body,
             method="POST",
             headers={
                 "Content-Type": "application/json",
@@ -182,10 +199,13 @@ class Publisher:
         key: str | None = None,
         prefix: str | None = None,
         history_size: int | None = None,
+        max_body_bytes: int | None = None,
     ) -> Publisher:
-        """``redis://...`` publishes straight into Redis; ``http(s)://...`` to a server."""
+        """``redis://...`` publishes straight into Redis; ``http(s)://...`` to a server,
+        refusing (``TooLarge``) a request body over the server's ``max_body_bytes``."""
         if url.startswith(("http://", "https://")):
-            return cls(http=_HttpTarget(url, key))
+            limit = _settings_default(max_body_bytes, "max_body_bytes")
+            return cls(http=_HttpTarget(url, key, limit))
         from livefeed.brokers.redis_sync import SyncRedisStore
 
         return cls(
@@ -269,9 +289,10 @@ class AsyncPublisher:
         key: str | None = None,
         prefix: str | None = None,
         history_size: int | None = None,
+        max_body_bytes: int | None = None,
     ) -> AsyncPublisher:
         if url.startswith(("http://", "https://")):
-            return cls(http=Publisher.from_url(url, key=key))
+            return cls(http=Publisher.from_url(url, key=key, max_body_bytes=max_body_bytes))
         from livefeed.brokers.redis import RedisBroker
 
         return cls(

@@ -12,7 +12,7 @@ import httpx
 import orjson
 
 from tests.conftest import StartServer, redis_env
-from tests.support.clients import WsClient, publish_ok, story, unique_tool
+from tests.support.clients import WsClient, publish_ok, stored, story, unique_tool
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.server import PUBLISH_KEY, ServerProcess, _clean_environ
@@ -32,10 +32,6 @@ def livefeed(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
     )
 
 
-def stored(server: ServerProcess, tool: str) -> list[dict]:
-    return httpx.get(f"{server.url}/api/tools/{tool}/events?limit=100").json()["events"]
-
-
 def test_publish_a_story_from_flags(server: ServerProcess):
     tool = unique_tool()
     done = livefeed(
@@ -52,7 +48,7 @@ def test_publish_a_story_from_flags(server: ServerProcess):
         "laura_garcia",
     )
     assert done.returncode == 0, done.stderr
-    [event] = stored(server, tool)
+    [event] = stored(server.url, tool)
     assert done.stdout.split() == [tool, event["id"]]
     assert event["data"]["title"] == "From the shell"
 
@@ -85,7 +81,7 @@ def test_publish_a_batch_from_stdin_and_a_refusal(server: ServerProcess):
     )
     assert refused.returncode == 1
     assert "invalid_event" in refused.stderr and "data.author.handle" in refused.stderr
-    assert len(stored(server, tool)) == 2
+    assert len(stored(server.url, tool)) == 2
 
 
 def test_publish_straight_into_redis(
@@ -107,7 +103,7 @@ def test_publish_straight_into_redis(
         "a",
     )
     assert done.returncode == 0, done.stderr
-    assert [e["data"]["title"] for e in stored(server, tool)] == ["direct"]
+    assert [e["data"]["title"] for e in stored(server.url, tool)] == ["direct"]
 
 
 async def test_tail_prints_events_as_json_lines(server: ServerProcess):
@@ -155,7 +151,7 @@ def test_demo_publishes_realistic_events(server: ServerProcess):
     )
     assert done.returncode == 0, done.stderr
     assert "published 12 demo events" in done.stderr
-    firehose = httpx.get(f"{server.url}/api/tools/%2A/events?limit=100").json()["events"]
+    firehose = stored(server.url, "%2A")
     kinds = {e["kind"] for e in firehose}
     assert kinds <= {"story", "activity"} and len(firehose) >= 12
 

@@ -11,11 +11,11 @@ import pytest
 from livefeed import AsyncPublisher, InvalidEvent, OutcomeUnknown, Publisher, Unavailable
 from livefeed.brokers.redis_layout import PUBLISH_LUA
 from livefeed.brokers.redis_sync import SyncRedisStore
-from livefeed.errors import Unauthorized
+from livefeed.errors import TooLarge, Unauthorized
 from livefeed.history import parse_id
 from livefeed.publisher import _HttpTarget
 from tests.conftest import StartServer, redis_env
-from tests.support.clients import WsClient, story, unique_tool
+from tests.support.clients import WsClient, stored, story, unique_tool
 from tests.support.redis_server import RedisServer
 from tests.support.relay import Relay
 from tests.support.server import PUBLISH_KEY
@@ -105,13 +105,13 @@ async def test_http_publisher_without_an_answer_raises_outcome_unknown_not_unava
 
     listener = await asyncio.start_server(silent, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-    publisher = Publisher(http=_HttpTarget(url, PUBLISH_KEY, timeout=1.0))
+    publisher = Publisher(http=_HttpTarget(url, PUBLISH_KEY, 1 << 20, timeout=1.0))
     with pytest.raises(OutcomeUnknown, match="may have been stored"):
         await asyncio.to_thread(publisher.activity, {"handle": "a"}, "starred", "flask")
     assert accepted.is_set()
     listener.close()
     await listener.wait_closed()
-    refused = Publisher(http=_HttpTarget(url, PUBLISH_KEY, timeout=1.0))  # nothing listens
+    refused = Publisher(http=_HttpTarget(url, PUBLISH_KEY, 1 << 20, timeout=1.0))  # nothing listens
     with pytest.raises(Unavailable):
         await asyncio.to_thread(refused.activity, {"handle": "a"}, "starred", "flask")
 
@@ -170,6 +170,52 @@ async def test_http_publisher_reaches_an_embedded_broker_server(start_server: St
     more = await async_http.activity(actor={"handle": "a"}, verb="starred", tool=tool)
     assert (await client.events(1))[0]["id"] == more[tool]
     await client.close()
+
+
+async def test_every_publisher_refuses_a_string_for_a_list_and_stores_nothing(
+    start_server: StartServer, redis_server: RedisServer, prefix: str
+):
+    server = start_server(redis_env(redis_server, prefix))
+    tool = unique_tool("str")
+    publishers = [
+        Publisher.from_url(redis_server.url, prefix=prefix),
+        Publisher.from_url(server.url, key=PUBLISH_KEY),
+    ]
+    for publisher in publishers:  # list("flask") had published to f, l, a, s and k
+        with pytest.raises(InvalidEvent) as caught:
+            await asyncio.to_thread(publisher.story, tools=tool, author={"handle": "a"}, title="x")
+        assert caught.value.field == "tools"
+        with pytest.raises(InvalidEvent) as caught:
+            await asyncio.to_thread(
+                publisher.story, tools=[tool], author={"handle": "a"}, title="x", tags="python"
+            )
+        assert caught.value.field == "data.tags"
+    async_publisher = AsyncPublisher.from_url(redis_server.url, prefix=prefix)
+    with pytest.raises(InvalidEvent):
+        await async_publisher.story(tools=tool, author={"handle": "a"}, title="x")  # type: ignore[arg-type]
+    await async_publisher.close()
+    for name in (tool, tool[0]):
+        assert stored(server.url, name) == []
+    # A set of tools, which validation takes as a list, goes over HTTP too.
+    ids = await asyncio.to_thread(
+        publishers[1].story, tools={tool}, author={"handle": "a"}, title="a set"
+    )
+    assert [event["id"] for event in stored(server.url, tool)] == [ids[tool]]
+    for publisher in publishers:
+        publisher.close()
+
+
+async def test_http_publisher_refuses_a_body_over_the_limit_as_too_large(
+    start_server: StartServer,
+):
+    server = start_server({"LIVEFEED_MAX_BODY_BYTES": "100000"})
+    tool = unique_tool("big")
+    publisher = Publisher.from_url(server.url, key=PUBLISH_KEY, max_body_bytes=100000)
+    events = [story([tool], body="x" * 4000) for _ in range(200)]  # ~0.8 MB: the server resets
+    with pytest.raises(TooLarge, match="the limit is 100000"):
+        await asyncio.to_thread(publisher.publish, {"events": events})
+    assert stored(server.url, tool) == []
+    publisher.close()
 
 
 async def _evalsha_calls(redis_url: str) -> int:

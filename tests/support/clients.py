@@ -118,6 +118,13 @@ async def publish(
         return await client.post(f"{base_url}/api/events", content=body, headers=headers)
 
 
+def stored(base_url: str, tool: str) -> list[dict[str, Any]]:
+    """The tool's kept history (up to 100 events), through the HTTP API."""
+    response = httpx.get(f"{base_url}/api/tools/{tool}/events?limit=100", timeout=TIMEOUT)
+    events: list[dict[str, Any]] = response.json()["events"]
+    return events
+
+
 async def publish_ok(
     base_url: str, document: Any, http: httpx.AsyncClient | None = None
 ) -> list[dict[str, str]]:
