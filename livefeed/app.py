@@ -173,7 +173,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # Reads are public (private tools check their token per request), so any page may
     # fetch them: the widget runs on other sites. Publishing is not offered to browsers.
     origins = list(settings.allowed_origins) or ["*"]
-    middleware = [Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET"])]
+    # A private tool's token may come as `Authorization: Bearer` (CONTRACT.md).
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET"],
+            allow_headers=["Authorization"],
+        )
+    ]
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 

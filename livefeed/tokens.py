@@ -48,6 +48,8 @@ def mint(
     now: float | None = None,
 ) -> str:
     """A token for ``sub`` allowing ``tools`` (slugs, or ``["*"]``), valid ``ttl`` seconds."""
+    if isinstance(tools, str):  # list("flask") would allow the tools f, l, a, s and k
+        raise TokenError('invalid token: tools must be a list of tool slugs, or ["*"]')
     tools = list(tools)
     _check_claims(sub, tools)
     issued = time.time() if now is None else now
@@ -62,7 +64,15 @@ def verify(token: str, secret: str, now: float) -> Claims:
             token,
             secret,
             algorithms=[ALGORITHM],
-            options={"require": ["sub", "exp", "tools"], "verify_exp": False},
+            # exp is checked below against the clock passed in; iat is not checked (a
+            # minting host's clock a second ahead made fresh tokens "not yet valid"),
+            # nor an aud, which livefeed does not define.
+            options={
+                "require": ["sub", "exp", "tools"],
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_aud": False,
+            },
         )
     except jwt.PyJWTError as exc:
         raise TokenError(f"invalid token: {exc}") from None

@@ -238,3 +238,22 @@ async def test_tokens_and_keys_never_reach_the_logs(start_server: StartServer):
     assert "GET /api/tools/secret-tool/events?token=[redacted]" in log  # access log is on
     assert secret_token not in log and key not in log
     assert secret_token.split(".")[1] not in log
+
+
+async def test_another_site_may_read_a_private_tool_with_a_bearer_token(private: ServerProcess):
+    url = f"{private.url}/api/tools/secret-tool/events"
+    origin = {"Origin": "https://community.example"}
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        preflight = await http.options(
+            url,
+            headers={
+                **origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert preflight.status_code == 200, preflight.text
+        assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+        read = await http.get(url, headers={**origin, "Authorization": f"Bearer {token()}"})
+    assert read.status_code == 200
+    assert read.headers["access-control-allow-origin"] == "*"

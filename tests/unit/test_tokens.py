@@ -45,6 +45,22 @@ def test_malformed_claims_are_refused(payload: dict):
         verify(jwt.encode(payload, SECRET, algorithm="HS256"), SECRET, NOW)
 
 
+def test_a_token_from_a_clock_ahead_or_with_an_audience_is_valid_until_its_exp():
+    import time
+
+    ahead = time.time() + 30  # the minting host's clock runs ahead: iat is "in the future"
+    assert verify(mint(SECRET, "a", ["flask"], now=ahead), SECRET, time.time()).sub == "a"
+    other = jwt.encode(
+        {"sub": "a", "tools": ["flask"], "exp": NOW + 60, "aud": "livefeed"}, SECRET, "HS256"
+    )
+    assert verify(other, SECRET, NOW).allows("flask")
+
+
+def test_mint_refuses_a_string_for_tools():
+    with pytest.raises(TokenError, match="tools must be a list"):
+        mint(SECRET, "a", "flask", now=NOW)  # type: ignore[arg-type]  # list() would split it
+
+
 def test_other_keys_and_algorithms_are_refused():
     forged = mint("another-secret-of-at-least-32-bytes", "a", ["*"], now=NOW)
     with pytest.raises(TokenError):
