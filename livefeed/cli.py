@@ -7,16 +7,38 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from livefeed.config import SETTINGS, ConfigError, Settings, switch
+from livefeed.config import (
+    SETTINGS,
+    ConfigError,
+    Settings,
+    check_secret,
+    positive_float,
+    positive_int,
+    read_setting,
+    switch,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+SECRET_SETTING = next(s for s in SETTINGS if s.field == "secret")
 
 
 def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
+
+
+def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A setting's parser as an argparse type: its own message, not "invalid _port value"."""
+
+    def parse_argument(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse_argument
 
 
 def _add_serve(commands: Any) -> None:
@@ -26,7 +48,7 @@ def _add_serve(commands: Any) -> None:
         kind: dict[str, Any] = (
             {"action": argparse.BooleanOptionalAction}
             if setting.parse is switch
-            else {"type": setting.parse}
+            else {"type": _argument(setting.parse)}
         )
         serve.add_argument(
             _flag(setting.field),
@@ -138,12 +160,17 @@ def _add_tail(commands: Any) -> None:
 
 
 def _tail(args: argparse.Namespace) -> int:
+    import websockets
+
     from livefeed.tail import tail
 
     try:
         return asyncio.run(tail(args.url, args.tools, args.history, args.count, args.token))
     except KeyboardInterrupt:
         return 130
+    except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        print(f"livefeed: cannot connect to {args.url}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _add_token(commands: Any) -> None:
@@ -159,14 +186,16 @@ def _add_token(commands: Any) -> None:
 def _token(args: argparse.Namespace) -> int:
     from livefeed.tokens import TokenError, mint
 
-    secret = args.secret or Settings.from_env().secret
-    if not secret:
-        print("livefeed: give --secret or set LIVEFEED_SECRET", file=sys.stderr)
-        return 2
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     try:
+        # Only the secret is read: other settings, right or wrong, are the server's.
+        secret = args.secret or read_setting(SECRET_SETTING)
+        if not secret:
+            print("livefeed: give --secret or set LIVEFEED_SECRET", file=sys.stderr)
+            return 2
+        check_secret(secret)  # the server would refuse to verify with a shorter one
         print(mint(secret, args.sub, tools, args.ttl))
-    except TokenError as exc:
+    except (ConfigError, TokenError) as exc:
         print(f"livefeed: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -176,15 +205,16 @@ def _add_demo(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="publish a steady stream of realistic stories and activity"
     )
-    demo.add_argument("--rate", type=float, default=2.0, help="events per second")
-    demo.add_argument("--count", type=int, default=None, help="stop after N events")
-    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument("--rate", type=_argument(positive_float), default=2.0, help="events/s")
+    demo.add_argument("--count", type=_argument(positive_int), help="stop after N events")
+    demo.add_argument("--duration", type=_argument(positive_float), help="stop after N s")
     demo.add_argument("--seed", type=int, default=None)
     _add_target(demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from livefeed.demo import run_demo
+    from livefeed.errors import Unauthorized
 
     publisher = _publisher_from(args)
 
@@ -195,6 +225,9 @@ def _demo(args: argparse.Namespace) -> int:
         sent = asyncio.run(run_demo(publish, args.rate, args.count, args.duration, args.seed))
     except KeyboardInterrupt:
         return 130
+    except Unauthorized as exc:  # no later publish would be accepted either
+        print(f"livefeed: demo stopped: {exc}", file=sys.stderr)
+        return 1
     finally:
         publisher.close()
     print(f"published {sent} demo events", file=sys.stderr)

@@ -7,6 +7,7 @@ This is the only module that reads ``os.environ``. Every setting is listed once 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,18 +34,45 @@ def switch(value: str) -> bool:
     raise ValueError(f"expected a boolean, got {value!r}")
 
 
-def _positive_int(value: str) -> int:
+def positive_int(value: str) -> int:
     number = int(value)
     if number < 1:
         raise ValueError(f"expected a positive integer, got {value!r}")
     return number
 
 
-def _positive_float(value: str) -> float:
+def positive_float(value: str) -> float:
     number = float(value)
-    if not number > 0:
+    if not (number > 0 and math.isfinite(number)):
         raise ValueError(f"expected a positive number, got {value!r}")
     return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"expected a TCP port (0-65535), got {value!r}")
+    return number
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")  # what redis-py connects to
+
+
+def _redis_url(value: str) -> str:
+    scheme = value.partition("://")[0].lower() if "://" in value else ""
+    if scheme not in REDIS_SCHEMES:
+        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+    return value
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
 
 
 def _tools(value: str) -> frozenset[str]:
@@ -56,6 +84,7 @@ def _tools(value: str) -> frozenset[str]:
 
 
 SSE_KEEPALIVE_MAX = 15.0  # the contract: a comment line at least every 15 s
+HEARTBEAT_MAX = 3600.0  # pings further apart would not find a dead connection
 
 
 @dataclass(frozen=True)
@@ -70,11 +99,11 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", ("LIVEFEED_HOST",), str, "interface to listen on"),
-    Setting("port", ("PORT", "LIVEFEED_PORT"), int, "TCP port to listen on"),
+    Setting("port", ("PORT", "LIVEFEED_PORT"), _port, "TCP port to listen on"),
     Setting(
         "redis_url",
         ("LIVEFEED_REDIS_URL", "REDIS_URL"),
-        str,
+        _redis_url,
         "Redis URL; none = the embedded in-memory broker (one process)",
     ),
     Setting("redis_prefix", ("LIVEFEED_REDIS_PREFIX",), str, "prefix of every Redis key/channel"),
@@ -87,48 +116,48 @@ SETTINGS: tuple[Setting, ...] = (
         _csv,
         "WebSocket Origins allowed (comma-separated); unset = any",
     ),
-    Setting("history_size", ("LIVEFEED_HISTORY_SIZE",), _positive_int, "events kept per tool"),
-    Setting("heartbeat", ("LIVEFEED_HEARTBEAT",), _positive_float, "WebSocket ping interval (s)"),
-    Setting("max_frame_bytes", ("LIVEFEED_MAX_FRAME_BYTES",), _positive_int, "client frame limit"),
+    Setting("history_size", ("LIVEFEED_HISTORY_SIZE",), positive_int, "events kept per tool"),
+    Setting("heartbeat", ("LIVEFEED_HEARTBEAT",), positive_float, "WebSocket ping interval (s)"),
+    Setting("max_frame_bytes", ("LIVEFEED_MAX_FRAME_BYTES",), positive_int, "client frame limit"),
     Setting(
         "max_subscriptions",
         ("LIVEFEED_MAX_SUBSCRIPTIONS",),
-        _positive_int,
+        positive_int,
         "subscriptions per connection",
     ),
-    Setting("frame_rate", ("LIVEFEED_FRAME_RATE",), _positive_float, "client frames/s"),
-    Setting("frame_burst", ("LIVEFEED_FRAME_BURST",), _positive_int, "client frame burst"),
+    Setting("frame_rate", ("LIVEFEED_FRAME_RATE",), positive_float, "client frames/s"),
+    Setting("frame_burst", ("LIVEFEED_FRAME_BURST",), positive_int, "client frame burst"),
     Setting(
         "outbox_frames",
         ("LIVEFEED_OUTBOX_FRAMES",),
-        _positive_int,
+        positive_int,
         "unsent frames before a slow consumer is closed (4008)",
     ),
     Setting(
         "outbox_bytes",
         ("LIVEFEED_OUTBOX_BYTES",),
-        _positive_int,
+        positive_int,
         "unsent bytes before a slow consumer is closed (4008)",
     ),
     Setting(
         "publish_rate",
         ("LIVEFEED_PUBLISH_RATE",),
-        _positive_float,
+        positive_float,
         "events/s each publish key may publish",
     ),
-    Setting("publish_burst", ("LIVEFEED_PUBLISH_BURST",), _positive_int, "publish burst (events)"),
-    Setting("max_body_bytes", ("LIVEFEED_MAX_BODY_BYTES",), _positive_int, "publish body limit"),
-    Setting("max_batch", ("LIVEFEED_MAX_BATCH",), _positive_int, "events per publish request"),
+    Setting("publish_burst", ("LIVEFEED_PUBLISH_BURST",), positive_int, "publish burst (events)"),
+    Setting("max_body_bytes", ("LIVEFEED_MAX_BODY_BYTES",), positive_int, "publish body limit"),
+    Setting("max_batch", ("LIVEFEED_MAX_BATCH",), positive_int, "events per publish request"),
     Setting(
         "sse_keepalive",
         ("LIVEFEED_SSE_KEEPALIVE",),
-        _positive_float,
+        positive_float,
         "seconds of silence before an SSE comment line (at most 15)",
     ),
     Setting("demo", ("LIVEFEED_DEMO",), switch, "publish the demo stream inside the server"),
-    Setting("demo_rate", ("LIVEFEED_DEMO_RATE",), _positive_float, "demo events per second"),
+    Setting("demo_rate", ("LIVEFEED_DEMO_RATE",), positive_float, "demo events per second"),
     Setting("log_json", ("LIVEFEED_LOG_JSON",), switch, "log one JSON object per line"),
-    Setting("log_level", ("LIVEFEED_LOG_LEVEL",), str, "log level (debug, info, warning)"),
+    Setting("log_level", ("LIVEFEED_LOG_LEVEL",), _log_level, "log level (debug, info, warning)"),
 )
 
 
@@ -172,16 +201,11 @@ class Settings:
 
         Raises :class:`ConfigError` naming the variable when a value cannot be parsed.
         """
-        environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for setting in SETTINGS:
-            name = next((n for n in setting.env if environ.get(n, "") != ""), None)
-            if name is None:
-                continue
-            try:
-                values[setting.field] = setting.parse(environ[name])
-            except ValueError as exc:
-                raise ConfigError(f"{name}: {exc}") from None
+            value = read_setting(setting, environ)
+            if value is not None:
+                values[setting.field] = value
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
         settings.check()
@@ -190,12 +214,11 @@ class Settings:
     def check(self) -> None:
         if self.private_tools and not self.secret:
             raise ConfigError("LIVEFEED_PRIVATE_TOOLS needs LIVEFEED_SECRET to verify tokens")
-        if self.secret is not None and len(self.secret.encode()) < 32:
-            raise ConfigError(
-                "LIVEFEED_SECRET must be at least 32 bytes: HS256 keys shorter than the "
-                "hash are guessable (RFC 7518 3.2)"
-            )
+        if self.secret is not None:
+            check_secret(self.secret)
 
+        if self.heartbeat > HEARTBEAT_MAX:
+            raise ConfigError(f"LIVEFEED_HEARTBEAT must be at most {HEARTBEAT_MAX:g} s")
         if self.sse_keepalive > SSE_KEEPALIVE_MAX:
             raise ConfigError(
                 f"LIVEFEED_SSE_KEEPALIVE must be at most {SSE_KEEPALIVE_MAX:g} s: a quiet "
@@ -209,3 +232,24 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def read_setting(setting: Setting, environ: Mapping[str, str] | None = None) -> Any:
+    """One setting's value from the environment, parsed; None when it is not set.
+    Raises :class:`ConfigError` naming the variable."""
+    environ = os.environ if environ is None else environ
+    name = next((n for n in setting.env if environ.get(n, "") != ""), None)
+    if name is None:
+        return None
+    try:
+        return setting.parse(environ[name])
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def check_secret(secret: str) -> None:
+    if len(secret.encode()) < 32:
+        raise ConfigError(
+            "LIVEFEED_SECRET must be at least 32 bytes: HS256 keys shorter than the "
+            "hash are guessable (RFC 7518 3.2)"
+        )

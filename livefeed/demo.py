@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from livefeed.demo_data import demo_requests
-from livefeed.errors import LivefeedError
+from livefeed.errors import LivefeedError, Unauthorized
 
 log = logging.getLogger("livefeed.demo")
 
@@ -30,7 +30,9 @@ async def run_demo(
 ) -> int:
     """Publish demo requests at about ``rate`` per second, jittered like real traffic,
     until ``count`` were published or ``duration`` seconds passed (both optional).
-    Returns how many were published. A refused publish is logged and skipped."""
+    Returns how many were published. A refused publish is logged and skipped, except
+    one refused for its publish key (``Unauthorized``), which no later one would pass:
+    that is raised."""
     rng = random.Random(seed)
     deadline = None if duration is None else time.monotonic() + duration
     published = 0
@@ -42,6 +44,8 @@ async def run_demo(
         try:
             await publish(request)
             published += 1
+        except Unauthorized:
+            raise
         except LivefeedError as exc:
             log.warning("demo publish refused: %s", exc)
         await asyncio.sleep(rng.expovariate(rate))

@@ -21,14 +21,16 @@ from tests.support.timing import TIMEOUT, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def livefeed(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def livefeed(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "livefeed", *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
-        env=_clean_environ(),
+        env={**_clean_environ(), **(env or {})},
     )
 
 
@@ -203,6 +205,42 @@ def test_help_and_bad_configuration():
     assert livefeed("--help").returncode == 0
     bad = livefeed("serve", "--history-size", "0")
     assert bad.returncode == 2 and "positive" in bad.stderr
+    bad = livefeed("serve", "--port", "70000")
+    assert bad.returncode == 2 and "expected a TCP port (0-65535), got '70000'" in bad.stderr
+    # Each of these had started with a traceback, or with WebSockets that all failed.
+    for variable, value in [
+        ("LIVEFEED_LOG_LEVEL", "verbose"),
+        ("PORT", "70000"),
+        ("LIVEFEED_REDIS_URL", "http://127.0.0.1:1"),
+        ("LIVEFEED_HEARTBEAT", "inf"),
+    ]:
+        refused = livefeed("serve", env={variable: value})
+        assert refused.returncode == 2, refused.stderr
+        assert (
+            refused.stderr.startswith(f"livefeed: {variable}: ")
+            and "Traceback" not in refused.stderr
+        )
+
+
+def test_commands_fail_with_one_line_not_a_traceback(server: ServerProcess):
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    tail = livefeed("tail", "flask", "--url", unreachable)
+    assert tail.returncode == 1 and tail.stderr.startswith(
+        f"livefeed: cannot connect to {unreachable}"
+    )
+    # token reads only the secret: another setting's bad value is not its business.
+    secret = "s" * 32
+    token = livefeed(
+        "token", "--sub", "a", "--tools", "flask", env={"PORT": "abc", "LIVEFEED_SECRET": secret}
+    )
+    assert token.returncode == 0 and token.stdout.count(".") == 2
+    short = livefeed("token", "--sub", "a", "--tools", "flask", env={"LIVEFEED_SECRET": "short"})
+    assert short.returncode == 2 and "at least 32 bytes" in short.stderr
+    zero = livefeed("demo", "--url", server.url, "--key", PUBLISH_KEY, "--rate", "0")
+    assert zero.returncode == 2 and "--rate: expected a positive number" in zero.stderr
+    # A wrong publish key refuses every publish: the demo stops (it had gone on for ever).
+    wrong = livefeed("demo", "--url", server.url, "--key", "wrong", "--count", "3")
+    assert wrong.returncode == 1 and "demo stopped: unknown publish key" in wrong.stderr
 
 
 async def test_json_logs_are_one_object_per_line(start_server: StartServer):

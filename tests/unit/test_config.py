@@ -48,6 +48,14 @@ def test_environment_names_and_flags():
         ({"LIVEFEED_PRIVATE_TOOLS": "flask"}, "LIVEFEED_SECRET"),
         ({"LIVEFEED_DEMO": "maybe"}, "LIVEFEED_DEMO"),
         ({"LIVEFEED_SSE_KEEPALIVE": "60"}, "LIVEFEED_SSE_KEEPALIVE"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"LIVEFEED_PORT": "-5"}, "LIVEFEED_PORT"),
+        ({"LIVEFEED_LOG_LEVEL": "verbose"}, "LIVEFEED_LOG_LEVEL"),
+        ({"LIVEFEED_REDIS_URL": "foo://bar"}, "LIVEFEED_REDIS_URL"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+        ({"LIVEFEED_HEARTBEAT": "inf"}, "LIVEFEED_HEARTBEAT"),
+        ({"LIVEFEED_HEARTBEAT": "1e300"}, "LIVEFEED_HEARTBEAT"),
+        ({"LIVEFEED_FRAME_RATE": "inf"}, "LIVEFEED_FRAME_RATE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str):
