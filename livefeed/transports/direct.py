@@ -169,6 +169,7 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.close_sent or self.transport.is_closing():
             return  # already closing, and whoever closed it told the app
         super().keepalive_timeout()  # a 1011 close frame, then transport.close()
+        count_close(CloseCode.INTERNAL_ERROR)
         # uvicorn does not tell the app, and the socket closes only once its buffer has
         # drained, which a client that stopped reading never lets happen: without this,
         # its session, subscriptions and presence would live on for ever.
@@ -229,6 +230,8 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_parser_exception(self) -> None:
         self._stop_outbox()
         super().handle_parser_exception()  # tells the app; 1009 or 1007, transport.close()
+        if self.conn.close_sent is not None:  # the close frame the parser's error made
+            count_close(self.conn.close_sent.code)
         self._abort_later()
 
     def shutdown(self) -> None:

@@ -16,6 +16,7 @@ from websockets.uri import parse_uri
 
 from livefeed.transports.direct import ABORT_AFTER
 from tests.conftest import StartServer
+from tests.integration.test_limits import scrape
 from tests.support.clients import (
     ROOMY_OUTBOX,
     presence_count,
@@ -91,6 +92,8 @@ async def test_a_client_that_never_answers_is_dropped_after_two_heartbeats(
     closed_at = time.monotonic()
     client.close()
     assert code == 1011
+    metrics = await scrape(server)
+    assert metrics[("livefeed_connections_closed_total", (("reason", "internal_error"),))] == 1
     # One ping, then nothing more until the drop, which waited the two intervals.
     assert len(client.pings) == 1
     assert closed_at - client.pings[0] >= 2 * HEARTBEAT - JITTER

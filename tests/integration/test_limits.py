@@ -102,15 +102,15 @@ async def test_a_consumer_that_lags_within_its_limits_gets_every_event_in_order(
 
 
 @pytest.mark.parametrize(
-    ("frame", "opcode"),
+    ("frame", "opcode", "counted"),
     [
-        pytest.param(b"x" * 5000, 0x1, id="frame-too-large-1009"),
-        pytest.param(b"\xff\xfe", 0x1, id="invalid-utf8-1007"),
-        pytest.param(struct.pack("!H", 1000), 0x8, id="client-close"),
+        pytest.param(b"x" * 5000, 0x1, "too_large", id="frame-too-large-1009"),
+        pytest.param(b"\xff\xfe", 0x1, "1007", id="invalid-utf8-1007"),
+        pytest.param(struct.pack("!H", 1000), 0x8, None, id="client-close"),
     ],
 )
 async def test_a_stalled_client_whose_connection_ends_is_cut_off(
-    start_server: StartServer, frame: bytes, opcode: int
+    start_server: StartServer, frame: bytes, opcode: int, counted: str | None
 ):
     """A client with megabytes waiting for it (under the slow-consumer limits) that
     ends its connection while it reads nothing: its session ends, and its socket,
@@ -122,6 +122,12 @@ async def test_a_stalled_client_whose_connection_ends_is_cut_off(
         await wait_session_ended(server.url, tool)
         assert not stalled.closed_by_server()  # ended at once, not by the cut below
         await async_wait_until(stalled.closed_by_server, ABORT_AFTER + TIMEOUT, "a closed socket")
+    closes = {
+        labels: value
+        for (name, labels), value in (await scrape(server)).items()
+        if name == "livefeed_connections_closed_total"
+    }
+    assert closes == ({(("reason", counted),): 1} if counted else {})  # a client's close: none
 
 
 async def test_metrics_count_connections_events_and_deliveries(server: ServerProcess):
