@@ -9,13 +9,16 @@ from typing import Any
 
 import orjson
 
-_SECRETS = re.compile(r"(token=)[^&\s\"']+|(Bearer\s+)[^\s\"']+", re.IGNORECASE)
+_SECRETS = re.compile(
+    r"(token=)[^&\s\"']+|(Bearer\s+)[^\s\"']+|(\"token\"\s*:\s*\")[^\"]*", re.IGNORECASE
+)
 
 
 def redact(text: str) -> str:
-    """Hide subscriber tokens and publish keys wherever a line would carry them
-    (query strings in access logs, Authorization values)."""
-    return _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", text)
+    """Hide subscriber tokens and publish keys wherever a line would carry them (query
+    strings in access logs, Authorization values, an `auth` frame that websockets logs
+    at debug level)."""
+    return _SECRETS.sub(lambda m: next(g for g in m.groups() if g) + "[redacted]", text)
 
 
 class RedactSecrets(logging.Filter):

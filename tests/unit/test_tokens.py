@@ -95,3 +95,6 @@ def test_redaction():
     assert redact(line) == (
         '127.0.0.1 - "GET /ws?tools=a&token=[redacted] HTTP/1.1" Authorization: Bearer [redacted]'
     )
+    # websockets logs frames at debug level, cut in the middle: no part of it stays.
+    frame = """< TEXT '{"type": "auth", "token": "eyJhbGciOiJIUzI1NiIs...mjILKrvvH-6_uWMKnGr60"}'"""
+    assert redact(frame) == """< TEXT '{"type": "auth", "token": "[redacted]"}'"""
