@@ -55,13 +55,15 @@ def _port(value: str) -> int:
     return number
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")  # what redis-py connects to
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py takes (lower case)
 
 
 def _redis_url(value: str) -> str:
-    scheme = value.partition("://")[0].lower() if "://" in value else ""
-    if scheme not in REDIS_SCHEMES:
+    if not value.startswith(REDIS_SCHEMES):
         raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+    from redis.connection import parse_url  # only when a URL is given: an import's cost
+
+    parse_url(value)  # type: ignore[no-untyped-call]  # a bad port: ValueError, now not later
     return value
 
 

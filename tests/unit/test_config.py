@@ -53,6 +53,8 @@ def test_environment_names_and_flags():
         ({"LIVEFEED_LOG_LEVEL": "verbose"}, "LIVEFEED_LOG_LEVEL"),
         ({"LIVEFEED_REDIS_URL": "foo://bar"}, "LIVEFEED_REDIS_URL"),
         ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+        ({"REDIS_URL": "REDIS://localhost:6379"}, "REDIS_URL"),  # redis-py refuses it too
+        ({"REDIS_URL": "redis://localhost:abc"}, "REDIS_URL"),
         ({"LIVEFEED_HEARTBEAT": "inf"}, "LIVEFEED_HEARTBEAT"),
         ({"LIVEFEED_HEARTBEAT": "1e300"}, "LIVEFEED_HEARTBEAT"),
         ({"LIVEFEED_FRAME_RATE": "inf"}, "LIVEFEED_FRAME_RATE"),
