@@ -15,14 +15,13 @@ from livefeed.config import (
     ConfigError,
     Settings,
     check_secret,
+    one_setting,
     positive_float,
     positive_int,
-    read_setting,
     switch,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-SECRET_SETTING = next(s for s in SETTINGS if s.field == "secret")
 
 
 def _flag(field: str) -> str:
@@ -189,7 +188,7 @@ def _token(args: argparse.Namespace) -> int:
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     try:
         # Only the secret is read: other settings, right or wrong, are the server's.
-        secret = args.secret or read_setting(SECRET_SETTING)
+        secret = args.secret or one_setting("secret")
         if not secret:
             print("livefeed: give --secret or set LIVEFEED_SECRET", file=sys.stderr)
             return 2

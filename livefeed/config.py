@@ -7,6 +7,7 @@ This is the only module that reads ``os.environ``. Every setting is listed once 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -55,26 +56,20 @@ def _port(value: str) -> int:
     return number
 
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py takes (lower case)
-
-
 def _redis_url(value: str) -> str:
-    if not value.startswith(REDIS_SCHEMES):
-        raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
-    from redis.connection import parse_url  # only when a URL is given: an import's cost
+    # The parser the server's Redis clients use (a scheme it does not take, a bad port):
+    # its ValueError now, not a traceback later. Imported only when a URL is given.
+    from redis.asyncio.connection import parse_url
 
-    parse_url(value)  # type: ignore[no-untyped-call]  # a bad port: ValueError, now not later
+    parse_url(value)
     return value
 
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
 def _log_level(value: str) -> str:
-    level = value.strip().lower()
-    if level not in LOG_LEVELS:
-        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
-    return level
+    level = value.strip().upper()
+    if level not in logging.getLevelNamesMapping():  # DEBUG ... CRITICAL, WARN, FATAL
+        raise ValueError(f"expected debug, info, warning, error or critical, got {value!r}")
+    return level.lower()
 
 
 def _tools(value: str) -> frozenset[str]:
@@ -255,3 +250,11 @@ def check_secret(secret: str) -> None:
             "LIVEFEED_SECRET must be at least 32 bytes: HS256 keys shorter than the "
             "hash are guessable (RFC 7518 3.2)"
         )
+
+
+def one_setting(field: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One setting from the environment, or its default: for code that is not the
+    server (a publisher), which must not fail on the server's other settings."""
+    (known,) = (s for s in SETTINGS if s.field == field)
+    value = read_setting(known, environ)
+    return getattr(Settings, field) if value is None else value

@@ -19,13 +19,14 @@ import http.client
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import orjson
 
 from livefeed.brokers.base import Broker, Published
 from livefeed.coalesce import PublishCoalescer
-from livefeed.config import Settings
+from livefeed.config import one_setting
 from livefeed.errors import (
     BadJson,
     BrokerError,
@@ -63,14 +64,20 @@ def _story(
     data: dict[str, Any] = {"author": author, "title": title, "body": body, "trending": trending}
     if url is not None:
         data["url"] = url
-    # As given, not list()-ed: validation then refuses a string (list("flask") would
-    # publish to the tools f, l, a, s and k).
     if tags:
-        data["tags"] = tags
-    document: dict[str, Any] = {"kind": "story", "tools": tools, "data": data}
+        data["tags"] = _listed(tags, "data.tags")
+    document: dict[str, Any] = {"kind": "story", "tools": _listed(tools, "tools"), "data": data}
     if idempotency_key is not None:
         document["idempotency_key"] = idempotency_key
     return document
+
+
+def _listed(values: Iterable[str], field: str) -> list[str]:
+    """Any iterable of strings as a list, but not a string: list("flask") would publish
+    to the tools f, l, a, s and k."""
+    if isinstance(values, str | bytes):
+        raise InvalidEvent("expected an array of strings, got a string", field)
+    return list(values)
 
 
 def _activity(
@@ -176,7 +183,8 @@ def _error_from(exc: urllib.error.HTTPError) -> LivefeedError:
 
 
 def _settings_default(value: Any, field: str) -> Any:
-    return value if value is not None else getattr(Settings.from_env(), field)
+    # Only that setting is read: the server's others, right or wrong, are not ours.
+    return value if value is not None else one_setting(field)
 
 
 class Publisher:

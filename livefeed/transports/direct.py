@@ -229,8 +229,9 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_parser_exception(self) -> None:
         self._stop_outbox()
+        closing = self.close_sent  # the server had closed already (and counted it)
         super().handle_parser_exception()  # tells the app; 1009 or 1007, transport.close()
-        if self.conn.close_sent is not None:  # the close frame the parser's error made
+        if not closing and self.conn.close_sent is not None:  # the close this error made
             count_close(self.conn.close_sent.code)
         self._abort_later()
 

@@ -238,6 +238,12 @@ def test_commands_fail_with_one_line_not_a_traceback(server: ServerProcess):
     assert short.returncode == 2 and "at least 32 bytes" in short.stderr
     zero = livefeed("demo", "--url", server.url, "--key", PUBLISH_KEY, "--rate", "0")
     assert zero.returncode == 2 and "--rate: expected a positive number" in zero.stderr
+    # A publisher reads only its own settings: the server's, even wrong, are not its.
+    published = livefeed(
+        "publish", "--url", server.url, "--key", PUBLISH_KEY, "--tool", "flask", "--title", "t",
+        "--author", "a", env={"LIVEFEED_PRIVATE_TOOLS": "flask", "LIVEFEED_HEARTBEAT": "inf"},
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
     # A wrong publish key refuses every publish: the demo stops (it had gone on for ever).
     wrong = livefeed("demo", "--url", server.url, "--key", "wrong", "--count", "3")
     assert wrong.returncode == 1 and "demo stopped: unknown publish key" in wrong.stderr

@@ -122,12 +122,31 @@ async def test_a_stalled_client_whose_connection_ends_is_cut_off(
         await wait_session_ended(server.url, tool)
         assert not stalled.closed_by_server()  # ended at once, not by the cut below
         await async_wait_until(stalled.closed_by_server, ABORT_AFTER + TIMEOUT, "a closed socket")
-    closes = {
+    expected = {(("reason", counted),): 1} if counted else {}  # a client's close: none
+    assert await closes_counted(server) == expected
+
+
+async def closes_counted(server: ServerProcess) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
         labels: value
         for (name, labels), value in (await scrape(server)).items()
         if name == "livefeed_connections_closed_total"
     }
-    assert closes == ({(("reason", counted),): 1} if counted else {})  # a client's close: none
+
+
+async def test_a_close_is_counted_once_whatever_the_client_sends_after_it(
+    start_server: StartServer,
+):
+    server = start_server({"LIVEFEED_FRAME_RATE": "0.1", "LIVEFEED_FRAME_BURST": "2"})
+    client = await RawWebSocket.open(server.port)
+    for _ in range(4):  # 2 pass, then 2 dropped: closed
+        client.send({"type": "ping"})
+    assert await client.close_code() == 4029
+    client.send(b"x" * 5000)  # too large: an error of the parser, after the server's close
+    # The parser's error closes the socket at once, well before the server would cut it.
+    await async_wait_until(client.closed_by_server, ABORT_AFTER / 2, "the socket closed")
+    assert await closes_counted(server) == {(("reason", "too_many_requests"),): 1}
+    client.abort()
 
 
 async def test_metrics_count_connections_events_and_deliveries(server: ServerProcess):

@@ -196,11 +196,16 @@ async def test_every_publisher_refuses_a_string_for_a_list_and_stores_nothing(
     await async_publisher.close()
     for name in (tool, tool[0]):
         assert stored(server.url, name) == []
-    # A set of tools, which validation takes as a list, goes over HTTP too.
-    ids = await asyncio.to_thread(
-        publishers[1].story, tools={tool}, author={"handle": "a"}, title="a set"
+    # Any other iterable is a list; a set in a raw document goes over HTTP as an array.
+    story_ids = await asyncio.to_thread(
+        publishers[1].story, tools=(t for t in [tool]), author={"handle": "a"}, title="gen"
     )
-    assert [event["id"] for event in stored(server.url, tool)] == [ids[tool]]
+    [document_ids] = await asyncio.to_thread(
+        publishers[1].publish,
+        {"kind": "story", "tools": {tool}, "data": {"author": {"handle": "a"}, "title": "set"}},
+    )
+    ids = [story_ids[tool], document_ids[tool]]
+    assert [event["id"] for event in stored(server.url, tool)] == ids
     for publisher in publishers:
         publisher.close()
 
