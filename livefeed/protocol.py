@@ -80,6 +80,9 @@ class Subscribe:
     since: dict[str, EventId] = field(default_factory=dict)
     presence: bool = False
     ref: Any = None
+    # Tools whose cursor is not an event id, with why: each gets its own error (with
+    # "tool") and is not subscribed; the frame's other tools are.
+    bad_since: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,15 +133,17 @@ def _subscribe(frame: dict[str, Any], ref: Any) -> Subscribe:
     since = frame.get("since", {})
     if not isinstance(since, dict):
         raise _bad('since: expected an object {"tool": "<event id>"}', ref)
+    bad_since: dict[str, str] = {}
     for tool, event_id in since.items():
         if tool not in tools:
             raise _bad(f"since: {tool!r} is not among this frame's tools", ref)
         if parse_id(event_id) is None:
-            raise _bad(f"since.{tool}: expected an event id like 1764040000000-0", ref)
+            bad_since[tool] = f"since.{tool}: expected an event id like 1764040000000-0"
     presence = frame.get("presence", False)
     if not isinstance(presence, bool):
         raise _bad("presence: expected true or false", ref)
-    return Subscribe(tools, history, dict(since), presence, ref)
+    good = {tool: event_id for tool, event_id in since.items() if tool not in bad_since}
+    return Subscribe(tools, history, good, presence, ref, bad_since)
 
 
 def parse_client_frame(text: str | bytes) -> ClientFrame:

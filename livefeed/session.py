@@ -285,7 +285,9 @@ class Session:
     async def subscribe(self, frame: protocol.Subscribe) -> None:
         admitted: list[str] = []
         for tool in frame.tools:
-            if tool in self._subscriptions:
+            if tool in frame.bad_since:
+                self._error(ErrorCode.BAD_FRAME, frame.bad_since[tool], frame.ref, tool)
+            elif tool in self._subscriptions:
                 await self._resubscribe(tool, frame)
             elif self._admit(tool, frame.ref, len(self._subscriptions) + len(admitted)):
                 admitted.append(tool)
@@ -302,7 +304,11 @@ class Session:
             subscription.presence = True
             self._presence.watch(tool, self)
         count, _ = await self._presence.state(tool)
-        self._outbox.send_frame(protocol.subscribed(tool, frame.ref, count, None), "subscribed")
+        # A cursor given: nothing was missed, delivery to this connection never stopped.
+        recovered = True if tool in frame.since else None
+        self._outbox.send_frame(
+            protocol.subscribed(tool, frame.ref, count, recovered), "subscribed"
+        )
 
     async def _join(self, tool: str, frame: protocol.Subscribe) -> None:
         since = parse_id(frame.since[tool]) if tool in frame.since else None

@@ -143,6 +143,27 @@ async def test_an_invalid_tool_is_refused_alone_and_the_others_are_subscribed(
     await client.close()
 
 
+async def test_a_bad_cursor_refuses_its_tool_alone_and_a_resubscribe_says_recovered(
+    server: ServerProcess,
+):
+    broken, good = unique_tool("broken"), unique_tool("good")
+    client = await connected(server)
+    cursors = {broken: "garbage"}
+    await client.send({"type": "subscribe", "tools": [broken, good], "since": cursors, "ref": 1})
+    error = await client.expect("error")
+    assert (error["code"], error["tool"], error["ref"]) == ("bad_frame", broken, 1)
+    assert (await client.expect("subscribed"))["tool"] == good
+    published = await publish_ok(server.url, story([broken, good]))
+    [event] = await client.events(1)
+    assert event["tool"] == good  # not the refused tool
+    assert event["id"] == next(p["id"] for p in published if p["tool"] == good)
+    # Subscribed already, with a cursor: no replay, and nothing was missed.
+    await client.send({"type": "subscribe", "tools": [good], "since": {good: event["id"]}})
+    again = await client.expect("subscribed")
+    assert (again["tool"], again["recovered"]) == (good, True)
+    await client.close()
+
+
 async def test_the_firehose_is_subscribable_and_marks_its_events(server: ServerProcess):
     tool = unique_tool()
     client = await connected(server)
