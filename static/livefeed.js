@@ -151,6 +151,9 @@
       this.transport = null; // "websocket" | "sse" while connecting or open
       this._token = options.token ?? null;
       this._subs = new Map(); // stream key ("flask", "*") -> {history, presence, confirmed, owners}
+      this._toSubscribe = new Set(); // changes of this task, sent together after it (_change)
+      this._toUnsubscribe = new Set();
+      this._changeQueued = false;
       this._cursors = new Map(); // stream key -> last id emitted or SSE position: resume point and dedupe bound
       this._presence = new Map(); // tool -> {tool, count, users}; users null until a full frame
       this._recent = new Map(); // stream key -> last RECENT events, oldest first
@@ -225,7 +228,7 @@
         });
         added.push(key);
       }
-      if (added.length) this._sync(() => this._sendSubscribe(added));
+      if (added.length) this._change(added, []);
       return this;
     }
 
@@ -244,7 +247,7 @@
         this._recent.delete(key);
         this._presence.delete(key);
       }
-      if (removed.length) this._sync(() => this._sendChunked((tools) => ({ type: "unsubscribe", tools }), removed));
+      if (removed.length) this._change([], removed);
       return this;
     }
 
@@ -338,6 +341,28 @@
 
     // ---- connection lifecycle ------------------------------------------------
 
+    // Changes of tools made in one task go out together once it ends: a page that
+    // subscribes 50 tools one call at a time would otherwise send 50 frames (or reopen
+    // an SSE stream 50 times), and the server drops frames over its rate.
+    _change(added, removed) {
+      for (const key of removed) if (!this._toSubscribe.delete(key)) this._toUnsubscribe.add(key);
+      for (const key of added) this._toSubscribe.add(key);
+      if (this._changeQueued) return;
+      this._changeQueued = true;
+      queueMicrotask(() => {
+        this._changeQueued = false;
+        const removed = [...this._toUnsubscribe];
+        const added = [...this._toSubscribe].filter((key) => this._subs.has(key));
+        this._toUnsubscribe.clear();
+        this._toSubscribe.clear();
+        if (!removed.length && !added.length) return;
+        this._sync(() => {
+          if (removed.length) this._sendChunked((tools) => ({ type: "unsubscribe", tools }), removed);
+          if (added.length) this._sendSubscribe(added);
+        });
+      });
+    }
+
     // Apply a change of tools to the current attempt. WebSocket: send `frames` once
     // open (before the welcome, the welcome's subscribe covers every tool). SSE: the
     // URL is the subscription, so a stream already requested is reopened, resuming.
@@ -356,6 +381,9 @@
       this._drop();
       const conn = { opened: false, since: new Map(), fullPresence: new Set() };
       this._conn = conn;
+      // A new attempt subscribes every tool held now: changes not yet sent are in it.
+      this._toSubscribe.clear();
+      this._toUnsubscribe.clear();
       this.transport = this._useSse ? "sse" : "websocket";
       this._setState("connecting");
       let token;

@@ -177,3 +177,19 @@ def test_an_event_in_flight_across_a_resubscribe_does_not_cut_the_new_replay(
     # The new subscription asked for 5 of history: all 4 events, none cut by the stray.
     wait_for(page, "(n) => log.events.length >= n", 4)
     assert page.evaluate("() => log.events") == ids
+
+
+def test_many_subscribe_calls_in_one_task_go_out_together_within_the_frame_rate(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    first = unique_tool("first")
+    tools = [unique_tool(f"t{i}") for i in range(50)]
+    start_feed(page, feed_server, site, [first], "websocket")
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", first)
+    # One call per tool, as a page adding widgets or rows might: 50 frames at once
+    # would be over the server's rate (20/s, bursts of 40) and the rest dropped.
+    page.evaluate("(tools) => { for (const tool of tools) feed.subscribe(tool); }", tools)
+    wait_for(page, "(n) => log.subscribed.length === n", 1 + len(tools))
+    [published] = publish_now(feed_server.url, story([tools[-1]], "to the last one"))
+    wait_for(page, "(id) => log.events.includes(id)", published["id"])
+    assert page.evaluate("() => log.errors") == []
