@@ -285,11 +285,13 @@ class Session:
     async def subscribe(self, frame: protocol.Subscribe) -> None:
         admitted: list[str] = []
         for tool in frame.tools:
-            if tool in frame.bad_since:
-                self._error(ErrorCode.BAD_FRAME, frame.bad_since[tool], frame.ref, tool)
-            elif tool in self._subscriptions:
+            if tool in self._subscriptions:
                 await self._resubscribe(tool, frame)
-            elif self._admit(tool, frame.ref, len(self._subscriptions) + len(admitted)):
+            elif not self._admit(tool, frame.ref, len(self._subscriptions) + len(admitted)):
+                continue
+            elif tool in frame.bad_since:  # a cursor that is not an id: this tool alone
+                self._error(ErrorCode.BAD_FRAME, frame.bad_since[tool], frame.ref, tool)
+            else:
                 admitted.append(tool)
         for tool in admitted:
             if self._outbox.closed:
@@ -304,8 +306,9 @@ class Session:
             subscription.presence = True
             self._presence.watch(tool, self)
         count, _ = await self._presence.state(tool)
-        # A cursor given: nothing was missed, delivery to this connection never stopped.
-        recovered = True if tool in frame.since else None
+        # A cursor given (even a malformed one, ignored here): no replay is made, and
+        # whether the connection had every event after it is not known, so "false".
+        recovered = False if tool in frame.since or tool in frame.bad_since else None
         self._outbox.send_frame(
             protocol.subscribed(tool, frame.ref, count, recovered), "subscribed"
         )

@@ -263,6 +263,7 @@
         this._setState("reconnecting", { reason: "token", delay: Math.round(delay) });
       } else if (typeof token === "string" && this._conn && this._conn.ws && this._conn.opened) {
         if (token.length < FRAME_BUDGET) {
+          this._sendChanges();
           this._send({ type: "auth", token });
         } else {
           // Too long for a client frame (the server would close with 1009): reconnect,
@@ -351,15 +352,20 @@
       this._changeQueued = true;
       queueMicrotask(() => {
         this._changeQueued = false;
-        const removed = [...this._toUnsubscribe];
-        const added = [...this._toSubscribe].filter((key) => this._subs.has(key));
-        this._toUnsubscribe.clear();
-        this._toSubscribe.clear();
-        if (!removed.length && !added.length) return;
-        this._sync(() => {
-          if (removed.length) this._sendChunked((tools) => ({ type: "unsubscribe", tools }), removed);
-          if (added.length) this._sendSubscribe(added);
-        });
+        this._sendChanges();
+      });
+    }
+
+    // Send the changes gathered so far (also before an `auth` frame: they were made first).
+    _sendChanges() {
+      const removed = [...this._toUnsubscribe];
+      const added = [...this._toSubscribe].filter((key) => this._subs.has(key));
+      this._toUnsubscribe.clear();
+      this._toSubscribe.clear();
+      if (!removed.length && !added.length) return;
+      this._sync(() => {
+        if (removed.length) this._sendChunked((tools) => ({ type: "unsubscribe", tools }), removed);
+        if (added.length) this._sendSubscribe(added);
       });
     }
 
@@ -381,9 +387,6 @@
       this._drop();
       const conn = { opened: false, since: new Map(), fullPresence: new Set() };
       this._conn = conn;
-      // A new attempt subscribes every tool held now: changes not yet sent are in it.
-      this._toSubscribe.clear();
-      this._toUnsubscribe.clear();
       this.transport = this._useSse ? "sse" : "websocket";
       this._setState("connecting");
       let token;
@@ -400,6 +403,10 @@
         () => this._lost(conn, { code: 0, reason: "connect timeout" }),
         this.connectTimeout,
       );
+      // This attempt subscribes every tool held now: changes not yet sent are in it
+      // (cleared here, not earlier: a `connecting` listener may still have made some).
+      this._toSubscribe.clear();
+      this._toUnsubscribe.clear();
       if (this.transport === "sse") this._openSse(conn, token);
       else this._openWs(conn, token);
     }

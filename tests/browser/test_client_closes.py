@@ -193,3 +193,47 @@ def test_many_subscribe_calls_in_one_task_go_out_together_within_the_frame_rate(
     [published] = publish_now(feed_server.url, story([tools[-1]], "to the last one"))
     wait_for(page, "(id) => log.events.includes(id)", published["id"])
     assert page.evaluate("() => log.errors") == []
+
+
+def test_changes_made_before_a_token_goes_out_before_it(
+    page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
+):
+    server, private = private_server
+    public = unique_tool("public")
+    start_feed(page, server, site, [private, public], "websocket", mint(SECRET, "a", ["*"]))
+    wait_for(page, "(n) => log.subscribed.length === n", 2)
+    # A logout: give up the private tool, then narrow the token, in one task. Sent the
+    # other way round, the server refuses the private tool first ("forbidden").
+    narrower = mint(SECRET, "a", [public])
+    logout = "async ([tool, token]) => { feed.unsubscribe(tool); feed.setToken(token); }"
+    page.evaluate(logout, [private, narrower])
+    page.evaluate("() => feed.ping()")  # answered after the server has taken both
+    assert page.evaluate("() => [log.errors, feed.tools]") == [[], [public]]
+
+
+def test_a_subscribe_from_a_connecting_listener_opens_one_sse_stream(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    base, extra = unique_tool("base"), unique_tool("extra")
+    # Count the streams opened, even one closed before its request left.
+    page.add_init_script(
+        """window.streams = []; const Native = window.EventSource;
+        window.EventSource = class extends Native {
+          constructor(url, init) { super(url, init); window.streams.push(String(url)); }
+        };"""
+    )
+    html = f'<!doctype html><script src="{feed_server.url}/static/livefeed.js"></script>'
+    page.goto(site.add("/connecting.html", html))
+    page.evaluate(
+        """([url, base, extra]) => {
+        window.log = { subscribed: [] };
+        window.feed = new LiveFeed({ url, tools: [base], transport: "sse" });
+        feed.on("subscribed", (f) => log.subscribed.push(f.tool));
+        feed.on("state", (s) => s.state === "connecting" && feed.subscribe(extra));
+        feed.connect();
+    }""",
+        [f"{feed_server.url}/", base, extra],
+    )
+    wait_for(page, "() => log.subscribed.length === 2")
+    streams = page.evaluate("() => window.streams")
+    assert len(streams) == 1 and extra in streams[0]

@@ -157,10 +157,17 @@ async def test_a_bad_cursor_refuses_its_tool_alone_and_a_resubscribe_says_recove
     [event] = await client.events(1)
     assert event["tool"] == good  # not the refused tool
     assert event["id"] == next(p["id"] for p in published if p["tool"] == good)
-    # Subscribed already, with a cursor: no replay, and nothing was missed.
-    await client.send({"type": "subscribe", "tools": [good], "since": {good: event["id"]}})
-    again = await client.expect("subscribed")
-    assert (again["tool"], again["recovered"]) == (good, True)
+    # Subscribed already, with a cursor (malformed or not): no replay, so not vouched
+    # for, and the subscription stays.
+    for cursor in (event["id"], "garbage"):
+        await client.send({"type": "subscribe", "tools": [good], "since": {good: cursor}})
+        again = await client.expect("subscribed")
+        assert (again["tool"], again["recovered"]) == (good, False)
+    [later] = await publish_ok(server.url, story([good]))
+    assert (await client.events(1))[0]["id"] == later["id"]
+    # A bad cursor is looked at only once the tool itself may be subscribed.
+    await client.send({"type": "subscribe", "tools": ["Bad!"], "since": {"Bad!": "x"}})
+    assert (await client.expect("error"))["code"] == "invalid_tool"
     await client.close()
 
 
