@@ -347,6 +347,10 @@ class Hub:
             # catch-up is running or will run when the link is back, from last_key too.
             self._hold(channel)
 
+    async def covers(self, name: str, since: IdKey) -> bool:
+        """Whether the kept history still has every event after ``since``."""
+        return bool((await self._read(name, 1, since)).recovered)
+
     async def _read(self, name: str, limit: int, since: IdKey | None = None) -> HistoryPage:
         warn_at = 0.0
         while True:

@@ -306,9 +306,11 @@ class Session:
             subscription.presence = True
             self._presence.watch(tool, self)
         count, _ = await self._presence.state(tool)
-        # A cursor given (even a malformed one, ignored here): no replay is made, and
-        # whether the connection had every event after it is not known, so "false".
-        recovered = False if tool in frame.since or tool in frame.bad_since else None
+        # No replay on a live subscription; with a cursor, "recovered" says, as the
+        # contract defines it, whether kept history still covers it (a malformed one
+        # is ignored: the subscription stays as it is).
+        since = parse_id(frame.since[tool]) if tool in frame.since else None
+        recovered = None if since is None else await self._hub.covers(tool, since)
         self._outbox.send_frame(
             protocol.subscribed(tool, frame.ref, count, recovered), "subscribed"
         )

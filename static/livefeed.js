@@ -263,7 +263,10 @@
         this._setState("reconnecting", { reason: "token", delay: Math.round(delay) });
       } else if (typeof token === "string" && this._conn && this._conn.ws && this._conn.opened) {
         if (token.length < FRAME_BUDGET) {
-          this._sendChanges();
+          // Tools given up before the token changed go before it (the new token may no
+          // longer allow them); tools asked for go after it, at the end of the task
+          // (they may need the new token).
+          this._sendChanges({ subscribes: false });
           this._send({ type: "auth", token });
         } else {
           // Too long for a client frame (the server would close with 1009): reconnect,
@@ -356,12 +359,12 @@
       });
     }
 
-    // Send the changes gathered so far (also before an `auth` frame: they were made first).
-    _sendChanges() {
+    // Send the changes gathered so far (or only the unsubscribes, before an `auth`).
+    _sendChanges({ subscribes = true } = {}) {
       const removed = [...this._toUnsubscribe];
-      const added = [...this._toSubscribe].filter((key) => this._subs.has(key));
+      const added = subscribes ? [...this._toSubscribe].filter((key) => this._subs.has(key)) : [];
       this._toUnsubscribe.clear();
-      this._toSubscribe.clear();
+      if (subscribes) this._toSubscribe.clear();
       if (!removed.length && !added.length) return;
       this._sync(() => {
         if (removed.length) this._sendChunked((tools) => ({ type: "unsubscribe", tools }), removed);

@@ -211,6 +211,20 @@ def test_changes_made_before_a_token_goes_out_before_it(
     assert page.evaluate("() => [log.errors, feed.tools]") == [[], [public]]
 
 
+def test_a_tool_asked_for_with_a_new_token_is_subscribed_under_it(
+    page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
+):
+    server, private = private_server
+    public = unique_tool("public")
+    start_feed(page, server, site, [public], "websocket", mint(SECRET, "a", [public]))
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", public)
+    # A login: ask for the private tool, then give the token that allows it, in one task.
+    login = "([tool, token]) => { feed.subscribe(tool); feed.setToken(token); }"
+    page.evaluate(login, [private, mint(SECRET, "a", ["*"])])
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", private)
+    assert page.evaluate("() => log.errors") == []
+
+
 def test_a_subscribe_from_a_connecting_listener_opens_one_sse_stream(
     page: Page, feed_server: ServerProcess, site: StaticSite
 ):
