@@ -411,8 +411,7 @@ class Hub:
             return
         try:
             page = await self._read(channel.name, self._history_size, cursor)
-            held, channel.held = channel.held or [], None
-            missed = merge(page.events, held, cursor)
+            missed = merge(page.events, channel.held or [], cursor)  # finally stops holding
             if not page.recovered:
                 log.warning(
                     "channel %s lost events in a broker outage; its subscribers resume",

@@ -50,8 +50,8 @@ class FrameRateLimit:
     ``FORGIVEN_PER_SECOND``; once ``burst`` of them are unforgiven the connection is
     closed with 4029: at once for a burst of twice ``burst`` frames, after ~18 s for a
     client going on at 25 frames/s against 20 (8 s of them on its burst), within a
-    second at 100/s. (Counting only
-    an unbroken streak never closed a flood that let one frame through now and then.)
+    second at 100/s. (Counting only an unbroken streak never closed a flood that let
+    one frame through now and then.)
     """
 
     __slots__ = ("_bucket", "_patience", "streak")
