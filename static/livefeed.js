@@ -252,27 +252,37 @@
     }
 
     /**
-     * Replace the token (a string or a function). After a 4001 close this is what
-     * reconnects; on an open WebSocket a string token is also sent as an `auth` frame.
+     * Replace the token: a string, a function, or null (none: a logout). After a 4001
+     * close this is what reconnects. A string or null takes effect at once: on an open
+     * WebSocket a string goes as an `auth` frame; null, and any change over SSE,
+     * reconnects (cursors kept, nothing missed). A function is asked at the next
+     * connection.
      */
     setToken(token) {
+      const previous = this._token;
       this._token = token;
+      const conn = this._conn;
       if (this._awaitingToken) {
         this._awaitingToken = false;
         const delay = this._retry.schedule();
         this._setState("reconnecting", { reason: "token", delay: Math.round(delay) });
-      } else if (typeof token === "string" && this._conn && this._conn.ws && this._conn.opened) {
-        if (token.length < FRAME_BUDGET) {
-          // Tools given up before the token changed go before it (the new token may no
-          // longer allow them); tools asked for go after it, at the end of the task
-          // (they may need the new token).
-          this._sendChanges({ subscribes: false });
-          this._send({ type: "auth", token });
-        } else {
-          // Too long for a client frame (the server would close with 1009): reconnect,
-          // the token then goes in the URL. Cursors are kept, so nothing is missed.
-          this._open();
-        }
+      } else if (typeof token === "function" || !conn || token === previous) {
+        // A function is asked at the next connection.
+      } else if (!conn.opened || !conn.ws) {
+        // An attempt under way with the old token, or an SSE stream (its token is in
+        // its URL): start again with this one. Cursors are kept, so nothing is missed.
+        // (An attempt still fetching a token sees the change itself, in `_open`.)
+        if (conn.ws || conn.es) this._open();
+      } else if (token && token.length < FRAME_BUDGET) {
+        // Tools given up before the token changed go before it (the new token may no
+        // longer allow them); tools asked for go after it, at the end of the task
+        // (they may need the new token).
+        this._sendChanges({ subscribes: false });
+        this._send({ type: "auth", token });
+      } else {
+        // No token (a logout: no frame drops one), or one too long for a client frame
+        // (the server would close with 1009): reconnect, with the token in the URL.
+        this._open();
       }
       return this;
     }
@@ -392,9 +402,10 @@
       this._conn = conn;
       this.transport = this._useSse ? "sse" : "websocket";
       this._setState("connecting");
+      const source = this._token;
       let token;
       try {
-        token = typeof this._token === "function" ? await this._token() : this._token;
+        token = typeof source === "function" ? await source() : source;
       } catch (err) {
         if (this._conn !== conn) return;
         this._emit("error", { code: "token_error", message: String((err && err.message) || err) });
@@ -402,6 +413,11 @@
         return;
       }
       if (this._conn !== conn) return; // closed or restarted while the token was fetched
+      if (this._token !== source) {
+        this._open(); // replaced while it was fetched: use the new one
+        return;
+      }
+      conn.token = token;
       conn.timer = setTimeout(
         () => this._lost(conn, { code: 0, reason: "connect timeout" }),
         this.connectTimeout,
@@ -504,7 +520,9 @@
         return;
       }
       if (action === "token") {
-        if (typeof this._token !== "function") {
+        // A string token given since this attempt began (an `auth` frame crossing
+        // the close) is tried at once; the one that expired waits for setToken().
+        if (typeof this._token !== "function" && this._token === conn.token) {
           this._awaitingToken = true; // setToken() reconnects
           this._setState("reconnecting", { ...detail, waitingForToken: true });
           this._emit("tokenexpired", detail);

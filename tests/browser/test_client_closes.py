@@ -9,6 +9,7 @@ import re
 import time
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Page, WebSocketRoute
 
@@ -19,7 +20,7 @@ from tests.support.clients import story, unique_tool
 from tests.support.redis_server import RedisServer
 from tests.support.server import ServerProcess
 from tests.support.site import StaticSite
-from tests.support.timing import TIMEOUT
+from tests.support.timing import TIMEOUT, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -251,3 +252,72 @@ def test_a_subscribe_from_a_connecting_listener_opens_one_sse_stream(
     wait_for(page, "() => log.subscribed.length === 2")
     streams = page.evaluate("() => window.streams")
     assert len(streams) == 1 and extra in streams[0]
+
+
+def viewers(server: ServerProcess, tool: str) -> dict[str, Any]:
+    response = httpx.get(f"{server.url}/api/tools/{tool}/presence", timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    return {"count": response.json()["count"], "users": response.json()["users"]}
+
+
+@pytest.mark.parametrize(
+    ("transport", "logout"), [("websocket", None), ("websocket", ""), ("sse", None)]
+)
+def test_a_token_taken_away_ends_the_identity_at_once_and_misses_nothing(
+    transport: str,
+    logout: str | None,
+    page: Page,
+    private_server: tuple[ServerProcess, str],
+    site: StaticSite,
+):
+    server, _ = private_server
+    tool = unique_tool("public")
+    start_feed(page, server, site, [tool], transport, mint(SECRET, "alice", [tool]))
+    wait_until(lambda: viewers(server, tool) == {"count": 1, "users": ["alice"]})
+    [before] = publish_now(server.url, story([tool], "before the logout"))
+    wait_for(page, "(id) => log.events.includes(id)", before["id"])
+    page.evaluate("(token) => feed.setToken(token)", logout)
+    # The server forgets the handle (no frame drops a token, so the feed reconnects);
+    # the viewer stays, and what is published meanwhile still arrives.
+    [during] = publish_now(server.url, story([tool], "during the logout"))
+    wait_until(lambda: viewers(server, tool) == {"count": 1, "users": []})
+    wait_for(page, "(id) => log.events.includes(id)", during["id"])
+    assert page.evaluate("() => [log.events, log.errors]") == [[before["id"], during["id"]], []]
+
+
+def test_a_new_token_over_sse_is_used_at_once(
+    page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
+):
+    server, private = private_server
+    public = unique_tool("public")
+    start_feed(page, server, site, [public], "sse", mint(SECRET, "alice", [public]))
+    wait_until(lambda: viewers(server, public)["users"] == ["alice"])
+    # The stream's token is in its URL: a new one reopens it (the old one would have
+    # run on to its expiry, and a 4001 then waited for a setToken() already made).
+    page.evaluate("(token) => feed.setToken(token)", mint(SECRET, "bob", ["*"]))
+    wait_until(lambda: viewers(server, public) == {"count": 1, "users": ["bob"]})
+    page.evaluate("(tool) => feed.subscribe(tool)", private)
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", private)
+    assert page.evaluate("() => log.errors") == []
+
+
+def test_a_token_given_as_the_old_one_expires_is_used_without_waiting(
+    page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
+):
+    server, private = private_server
+
+    def relay(ws: WebSocketRoute) -> None:  # loses the page's auth frames, as a close would
+        server_side = ws.connect_to_server()
+        ws.on_message(lambda m: None if '"auth"' in str(m) else server_side.send(m))
+        server_side.on_message(ws.send)
+
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), relay)
+    start_feed(page, server, site, [private], "websocket", mint(SECRET, "a", [private], 1))
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", private)
+    page.evaluate("(token) => feed.setToken(token)", mint(SECRET, "a", [private]))
+    # The old token expires before the server took the new one: 4001. The feed has a
+    # token the closed connection never presented, so it reconnects with it at once.
+    wait_for(page, "() => log.expired.length === 1 && feed.state === 'open'")
+    wait_for(page, "(tool) => log.subscribed.filter((t) => t === tool).length === 2", private)
+    [published] = publish_now(server.url, story([private], "after the renewal"))
+    wait_for(page, "(id) => log.events.includes(id)", published["id"])
