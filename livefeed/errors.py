@@ -76,7 +76,8 @@ class RateLimited(PublishRejected):
 class BrokerError(PublishRejected):
     """The broker refused the batch for a reason a retry does not fix, before storing
     any of it: a key under livefeed's prefix in Redis holds another type than
-    livefeed keeps there (the message names it). An operator must remove that key."""
+    livefeed keeps there, or the Redis user's ACL does not allow one of the batch's
+    writes (the message names the key or channel). An operator must fix Redis."""
 
     code = "broker_error"
     status = 500

@@ -124,11 +124,13 @@ def parse_settled(stored: bytes) -> Published | None:
 
 def refusal(exc: RedisError) -> LivefeedError:
     """The error for a publish Redis answered with an error reply: it wrote nothing
-    (the script checks every key before its first write; any other error reply is
-    Redis refusing to run it: out of memory, a read-only replica, ...)."""
+    (the script checks every key's type, and that the Redis user may run every write,
+    before its first write; any other error reply is Redis refusing to run it: out of
+    memory, a read-only replica, ...)."""
     message = str(exc)
-    if message.startswith("LIVEFEED_KEYTYPE "):
-        return BrokerError(message.removeprefix("LIVEFEED_KEYTYPE "))
+    for refused in ("LIVEFEED_KEYTYPE ", "LIVEFEED_NOPERM "):
+        if message.startswith(refused):
+            return BrokerError(message.removeprefix(refused))
     return Unavailable(f"Redis refused the publish: {message}")
 
 

@@ -12,6 +12,7 @@ import hashlib
 import pytest
 import redis.asyncio as aioredis
 
+from livefeed import Publisher
 from livefeed.brokers.redis import RedisBroker
 from livefeed.brokers.redis_layout import PUBLISH_LUA, Layout
 from livefeed.coalesce import PublishCoalescer
@@ -165,3 +166,39 @@ async def test_a_refused_key_in_a_coalesced_group_fails_only_its_own_caller(
     finally:
         await client.aclose()
         await broker.close()
+
+
+async def test_a_batch_the_redis_user_may_not_publish_stores_nothing_and_says_why(
+    redis_server: RedisServer, prefix: str
+):
+    """A Redis user whose ACL grants livefeed's keys but not its channels (Redis 7 gives
+    a new user no channels unless told to): PUBLISH is refused inside the script, after
+    the writes before it. Found by publishing as such a user: each attempt answered
+    "nothing was stored" and left its event in the first tool's history."""
+    admin = aioredis.Redis.from_url(redis_server.url)
+    user = f"lf-{prefix.rstrip(':')}"
+    await admin.execute_command(
+        "ACL", "SETUSER", user, "on", ">pw", f"~{prefix}*", "+@all", "resetchannels"
+    )
+    url = f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0"
+    broker = RedisBroker(url, prefix)
+    sync = Publisher.from_url(url, prefix=prefix, history_size=1000)
+    try:
+        keyed = {**story(["flask", "django"], "denied"), "idempotency_key": "k-acl"}
+        with pytest.raises(BrokerError, match=f"may not run PUBLISH {prefix}c:"):
+            await publish(broker, keyed)
+        with pytest.raises(BrokerError, match=f"may not run PUBLISH {prefix}c:"):
+            await asyncio.to_thread(sync.publish, keyed)
+        assert await admin.keys(f"{prefix}*") == []  # no history, no idempotency key
+        # Granted the channels, the same user publishes the same batch once.
+        await admin.execute_command("ACL", "SETUSER", user, f"&{prefix}c:*")
+        first = await publish(broker, keyed)
+        assert [tool for tool, _ in first[0]] == ["flask", "django"]
+        assert await publish(broker, keyed) == first  # its key was stored with it
+        for channel, stored in (("flask", 1), ("django", 1), (FIREHOSE, 2)):
+            assert len((await broker.history(channel, 10)).events) == stored
+    finally:
+        sync.close()
+        await broker.close()
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()

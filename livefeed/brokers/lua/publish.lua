@@ -40,7 +40,34 @@ local function misfit(key, wanted)
   return nil
 end
 
-local bad = misfit(prefix .. "s:*", "stream")
+-- Likewise every write the batch needs must be one Redis's ACL lets this user run: a
+-- command refused part-way (PUBLISH to a channel the user was not granted; Redis 7
+-- gives a new user no channels) would leave the writes before it in place.
+local function denied(command, target, ...)
+  if redis.acl_check_cmd(command, target, ...) then
+    return nil
+  end
+  return redis.error_reply(
+    "LIVEFEED_NOPERM the Redis user may not run " .. command .. " " .. target
+      .. "; nothing of the batch was stored"
+  )
+end
+
+local ready = {}
+local function unfit(channel)
+  if ready[channel] then
+    return nil
+  end
+  ready[channel] = true
+  local stream = prefix .. "s:" .. channel
+  return misfit(stream, "stream")
+    or denied("XADD", stream, "MAXLEN", "1", "*", "d", "x")
+    or denied("XRANGE", stream, "-", "+", "COUNT", "1")
+    or denied("SET", prefix .. "t:" .. channel, "x")
+    or denied("PUBLISH", live .. channel, "x")
+end
+
+local bad = unfit("*") or denied("SET", op, "x", "EX", "1")
 if bad then
   return bad
 end
@@ -48,13 +75,14 @@ local i = first
 for _ = 1, count do
   local idem, ntools = ARGV[i], tonumber(ARGV[i + 2])
   if idem ~= "" then
-    bad = misfit(prefix .. "idem:" .. idem, "string")
+    local key = prefix .. "idem:" .. idem
+    bad = misfit(key, "string") or denied("SET", key, "x", "EX", "1")
     if bad then
       return bad
     end
   end
   for t = 0, ntools - 1 do
-    bad = misfit(prefix .. "s:" .. ARGV[i + 3 + t], "stream")
+    bad = unfit(ARGV[i + 3 + t])
     if bad then
       return bad
     end
