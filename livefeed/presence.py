@@ -43,6 +43,9 @@ REFRESH_EVERY = 5.0  # seconds between renewals of every entry this process owns
 # 15-20 s (plus a read cycle), inside the contract's 30 s with room for a slow machine.
 TTL = 20.0
 
+# Seconds shutdown waits to withdraw this process's entries. They expire after TTL
+# anyway; a Redis that stopped answering must not hold the exit (SIGTERM: 10 s in all).
+WITHDRAW_WITHIN = 1.0
 FRESH_FOR = 1.0  # a cached read of other processes' entries is reused this long
 MAX_USERS = 100
 
@@ -261,11 +264,12 @@ class Presence:
                 watcher.presence_frame(tool, frame)
 
     async def close(self) -> None:
-        """Stop the heartbeat and withdraw this process's entries."""
+        """Stop the heartbeat and withdraw this process's entries, if the store takes
+        that within ``WITHDRAW_WITHIN`` seconds (else they expire by themselves)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         withdrawn: PresenceEntries = {t: (0, ()) for t in set(self._local) | self._dirty}
-        with contextlib.suppress(Unavailable):
-            await self._store.write(self.process, withdrawn, TTL)
+        with contextlib.suppress(Unavailable, TimeoutError):
+            await asyncio.wait_for(self._store.write(self.process, withdrawn, TTL), WITHDRAW_WITHIN)

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import signal
+import socket
 import time
 
 import httpx
 
 from livefeed.history import parse_id
 from tests.conftest import StartServer, redis_env
-from tests.support.clients import WsClient, publish, publish_ok, story, unique_tool
+from tests.support.clients import (
+    ROOMY_OUTBOX,
+    WsClient,
+    publish,
+    publish_backlog,
+    publish_ok,
+    story,
+    unique_tool,
+)
 from tests.support.redis_server import RedisServer
 from tests.support.timing import TIMEOUT, async_wait_until
 
@@ -91,6 +102,38 @@ async def test_sigterm_closes_every_connection_with_1001_and_exits_in_time(
     assert exit_code == -signal.SIGTERM
     assert "Application shutdown complete" in server.log()
     assert "closed 5 connections with 1001" in server.log()
+
+
+async def test_sigterm_exits_in_time_with_a_stalled_stream_and_a_redis_that_stopped_answering(
+    start_server: StartServer, own_redis: RedisServer, prefix: str
+):
+    """Redis frozen (it accepts connections but answers nothing, as when its host
+    hangs) and an SSE client that reads nothing: the drain waits its 4 s for that
+    stream, uvicorn until the stream is cut, and withdrawing the process's presence
+    must not then wait out a Redis command timeout. Found by timing SIGTERM so: it
+    exited after 10.07 s, 5 s of them the withdrawal's write to the frozen Redis."""
+    server = start_server({**redis_env(own_redis, prefix), **ROOMY_OUTBOX})
+    tool = unique_tool()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # backs up sooner
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await asyncio.wait_for(reader.readuntil(b"event: subscribed"), TIMEOUT)
+    await publish_backlog(server.url, tool)  # megabytes wait for it in the server
+    assert own_redis.process is not None and server.process is not None
+    os.kill(own_redis.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        server.process.terminate()
+        await asyncio.to_thread(server.process.wait, 2 * TIMEOUT)
+        assert time.monotonic() - started < 10
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+        writer.transport.abort()
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 async def test_after_sigkill_of_one_process_a_client_resumes_on_the_other_missing_nothing(
