@@ -32,8 +32,6 @@ from livefeed.types import is_channel, tool_list
 
 log = logging.getLogger("livefeed.session")
 
-REPLAY_CHUNK = 100  # replayed events queued before waiting for the outbox to drain
-
 
 class Outbox(Protocol):
     def send_event(self, event: Event) -> None:
@@ -64,8 +62,9 @@ class Outbox(Protocol):
     @property
     def closed(self) -> bool: ...
 
-    async def drain(self, below: int) -> None:
-        """Wait until fewer than ``below`` frames are queued (or the outbox closed)."""
+    async def drain(self, frames: int, size: int) -> None:
+        """Wait until fewer than ``frames`` frames and ``size`` bytes are waiting to be
+        sent (or the outbox closed)."""
 
 
 class QueueingOutbox:
@@ -333,11 +332,13 @@ class Session:
         )
         # The position the client holds: its cursor, unless history could not honour it.
         last: IdKey | None = since if page.recovered is not False else None
-        for start in range(0, len(page.events), REPLAY_CHUNK):
-            for event in page.events[start : start + REPLAY_CHUNK]:
-                self._outbox.send_event(event)
-                last = event.key
-            await self._outbox.drain(self._settings.outbox_frames // 2)
+        # Paced to half the slow-consumer limits, in frames and in bytes: a replay of
+        # large events must not pile up past the byte limit before any of it is sent.
+        frames, size = self._settings.outbox_frames // 2, self._settings.outbox_bytes // 2
+        for event in page.events:
+            self._outbox.send_event(event)
+            last = event.key
+            await self._outbox.drain(frames, size)
         if tool not in self._subscriptions:  # closed while replaying
             return
         buffered, position = await self._hub.go_live(tool, self, last)

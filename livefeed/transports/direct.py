@@ -409,8 +409,19 @@ class DirectOutbox:
             self.stop()
             protocol.direct_close(code, reason)
 
-    async def drain(self, below: int) -> None:
-        while self._waiting_frames >= below and not self.closed:
+    async def drain(self, frames: int, size: int) -> None:
+        # Bytes count what waits here and in the transport's buffer, as the 4008 rule
+        # does, but only while writing is paused: then resumed() (or stop()) comes to
+        # wake this. (Frames wait here only while it is paused.)
+        while (
+            (protocol := self._protocol) is not None
+            and not self.closed
+            and not self._clear
+            and (
+                self._waiting_frames >= frames
+                or self._waiting_bytes + protocol.direct_buffered() >= size
+            )
+        ):
             if self._drained is None:
                 self._drained = asyncio.Event()
             self._drained.clear()

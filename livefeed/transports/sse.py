@@ -123,8 +123,8 @@ class SseOutbox(QueueingOutbox):
             self._drained.set()
             self._on_close()
 
-    async def drain(self, below: int) -> None:
-        while len(self._queue) >= below and not self._closed:
+    async def drain(self, frames: int, size: int) -> None:
+        while (len(self._queue) >= frames or self._bytes >= size) and not self._closed:
             self._drained.clear()
             await self._drained.wait()
 
@@ -143,6 +143,9 @@ class SseOutbox(QueueingOutbox):
                 batch = b"".join(self._queue)  # coalesce what piled up into one write
                 self._queue.clear()
                 self._bytes = 0
+                # Taken: a replay waiting in drain() may go on, even if live events
+                # refill the queue before it is empty again at the top of this loop.
+                self._drained.set()
                 yield batch
 
 

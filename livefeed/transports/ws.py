@@ -75,8 +75,8 @@ class QueueOutbox(QueueingOutbox):
             self._wake.set()
             self._drained.set()
 
-    async def drain(self, below: int) -> None:
-        while len(self._queue) >= below and self._close is None:
+    async def drain(self, frames: int, size: int) -> None:
+        while (len(self._queue) >= frames or self._bytes >= size) and self._close is None:
             self._drained.clear()
             await self._drained.wait()
 

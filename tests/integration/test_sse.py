@@ -165,3 +165,28 @@ async def test_a_stalled_reader_closed_as_a_slow_consumer_is_cut_and_uncounted(
         while await asyncio.wait_for(reader.read(1 << 16), TIMEOUT):
             pass
     writer.close()
+
+
+async def test_resuming_past_many_large_events_is_paced_not_cut_as_a_slow_consumer(
+    server: ServerProcess,
+):
+    # 320 stories of ~15 KB (5000 three-byte characters): ~4.8 MB to replay, more than
+    # the 4 MiB a connection may have unsent. A reader that keeps up must get them all;
+    # were the replay queued whole before the stream could send any of it, the server
+    # would close the stream as a slow consumer, and every reconnect with the same
+    # Last-Event-ID would end the same way.
+    tool = unique_tool()
+    [first] = await publish_ok(server.url, story([tool], "seen"))
+    big = story([tool], "large", body="漢" * 5000)
+    ids: list[str] = []
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        for _ in range(8):
+            ids += [e["id"] for e in await publish_ok(server.url, {"events": [big] * 40}, http)]
+        sse = await stream(http, server, f"tools={tool}", last_event_id=f"{tool}:{first['id']}")
+        resumed = []
+        while (message := await sse.next()).event != "position":
+            assert message.event != "close", message.data
+            if message.event == "story":
+                resumed.append(message.json()["id"])
+        assert resumed == ids
+        await sse.response.aclose()
