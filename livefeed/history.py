@@ -93,8 +93,9 @@ def encode_cursor(positions: Mapping[str, EventId]) -> str:
     return ",".join(f"{channel}:{event_id}" for channel, event_id in positions.items())
 
 
-def decode_cursor(text: str) -> dict[str, EventId]:
-    """Inverse of :func:`encode_cursor`; raises ValueError on anything malformed."""
+def decode_cursor(text: str, max_entries: int = MAX_CURSOR_ENTRIES) -> dict[str, EventId]:
+    """Inverse of :func:`encode_cursor`; raises ValueError on anything malformed, and on
+    more than ``max_entries`` channels."""
     positions: dict[str, EventId] = {}
     if not text.strip():
         return positions
@@ -103,6 +104,6 @@ def decode_cursor(text: str) -> dict[str, EventId]:
         if not sep or not is_channel(channel) or parse_id(event_id) is None:
             raise ValueError(f"bad cursor entry {part!r}")
         positions[channel] = event_id
-        if len(positions) > MAX_CURSOR_ENTRIES:
+        if len(positions) > max_entries:
             raise ValueError("cursor names too many channels")
     return positions

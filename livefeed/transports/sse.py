@@ -32,7 +32,13 @@ from starlette.responses import Response, StreamingResponse
 from livefeed import metrics, protocol
 from livefeed.envelope import Batch, Event
 from livefeed.errors import InvalidRequest, LivefeedError
-from livefeed.history import IdKey, decode_cursor, encode_cursor, format_id
+from livefeed.history import (
+    MAX_CURSOR_ENTRIES,
+    IdKey,
+    decode_cursor,
+    encode_cursor,
+    format_id,
+)
 from livefeed.protocol import CloseCode
 from livefeed.session import QueueingOutbox, Services, count_close
 from livefeed.transports.api import error_response, request_token
@@ -168,20 +174,20 @@ def _subscribe_frame(request: Request, max_subscriptions: int) -> protocol.Subsc
             "invalid_query", f"history: expected 0 to {protocol.MAX_HISTORY}", "history"
         )
     presence = params.get("presence", "0").lower() in {"1", "true", "yes", "on"}
-    since = {
-        channel: event_id for channel, event_id in _cursor(request).items() if channel in tools
-    }
+    # A stream's own cursor names each of its tools: as many as a stream may have.
+    cursor = _cursor(request, max(MAX_CURSOR_ENTRIES, max_subscriptions))
+    since = {channel: event_id for channel, event_id in cursor.items() if channel in tools}
     return protocol.Subscribe(tools, history, since, presence)
 
 
-def _cursor(request: Request) -> dict[str, str]:
+def _cursor(request: Request, max_entries: int) -> dict[str, str]:
     """The resume cursor from ``Last-Event-ID`` (or ``?last_event_id=``). A malformed one
     is ignored rather than refused: an error status would stop EventSource for good."""
     text = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if not text:
         return {}
     try:
-        return decode_cursor(text)
+        return decode_cursor(text, max_entries)
     except ValueError:
         log.info("ignored a malformed Last-Event-ID: %.100r", text)
         return {}

@@ -190,3 +190,30 @@ async def test_resuming_past_many_large_events_is_paced_not_cut_as_a_slow_consum
                 resumed.append(message.json()["id"])
         assert resumed == ids
         await sse.response.aclose()
+
+
+async def test_last_event_id_resumes_a_stream_of_more_than_100_tools_when_allowed(
+    start_server: StartServer,
+):
+    # The subscription limit is configurable; a stream at a raised limit must still be
+    # able to resume from its own cursor, which names every one of its tools.
+    server = start_server({"LIVEFEED_MAX_SUBSCRIPTIONS": "150"})
+    tools = [unique_tool() for _ in range(120)]
+    query = f"tools={','.join(tools)}"
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        sse = await stream(http, server, query)
+        for _ in tools:
+            await sse.wait_for("position")
+        cursor = sse.last_event_id
+        assert len(cursor.split(",")) == len(tools)
+        await sse.response.aclose()
+        [missed] = await publish_ok(server.url, story([tools[0]], "while away"))
+        again = await stream(http, server, query, last_event_id=cursor)
+        resumed, live = [], 0
+        while live < len(tools):
+            message = await again.next()
+            live += message.event == "position"
+            if message.event == "story":
+                resumed.append(message.json()["id"])
+        assert resumed == [missed["id"]]  # not lost: the cursor was honoured
+        await again.response.aclose()
