@@ -36,7 +36,7 @@ from livefeed.presence import Presence
 from livefeed.protocol import CloseCode
 from livefeed.session import Services, SessionSet
 from livefeed.transports.api import Api, count_published, error_response
-from livefeed.transports.sse import serve_sse
+from livefeed.transports.sse import ended_stream, serve_sse
 from livefeed.transports.ws import serve_websocket
 
 log = logging.getLogger("livefeed")
@@ -139,8 +139,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def sse(request: Request) -> Response:
         if not origin_allowed(request.headers.get("origin"), settings.allowed_origins):
             return error_response(Forbidden("this origin may not connect"))
-        if runtime.draining:
-            return PlainTextResponse("shutting down", 503)
+        if runtime.draining:  # as a WebSocket would be closed: 1001, reconnect elsewhere
+            return ended_stream(CloseCode.GOING_AWAY, "server shutting down")
         return await serve_sse(request, runtime.services)
 
     async def index(request: Request) -> Response:

@@ -48,6 +48,9 @@ from livefeed.types import decimal, is_channel, tool_list
 log = logging.getLogger("livefeed.sse")
 
 RETRY_MS = 2000  # the browser's reconnect delay, sent once at the start
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False,
+          "no": False, "off": False, "": False}  # fmt: skip
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "close"}
 # The HTTP connection's transport, in the scope under `livefeed serve` (server.py).
 TRANSPORT_EXTENSION = "livefeed.transport"
 _FORWARDED = {"error", "presence", "subscribed"}  # control frames SSE clients get as named events
@@ -122,8 +125,7 @@ class SseOutbox(QueueingOutbox):
             self._closed = True
             count_close(code)
             self._queue.clear()  # what was queued is dropped; the last message says why
-            data = orjson.dumps({"type": "close", "code": code, "reason": reason})
-            self._queue.append(b"event: close\ndata: " + data + b"\n\n")
+            self._queue.append(close_message(code, reason))
             self._bytes = 0
             self._wake.set()
             self._drained.set()
@@ -173,7 +175,9 @@ def _subscribe_frame(request: Request, max_subscriptions: int) -> protocol.Subsc
         raise InvalidRequest(
             "invalid_query", f"history: expected 0 to {protocol.MAX_HISTORY}", "history"
         )
-    presence = params.get("presence", "0").lower() in {"1", "true", "yes", "on"}
+    presence = _FLAGS.get(params.get("presence", "0").lower())
+    if presence is None:
+        raise InvalidRequest("invalid_query", "presence: expected 1 or 0", "presence")
     # A stream's own cursor names each of its tools: as many as a stream may have.
     cursor = _cursor(request, max(MAX_CURSOR_ENTRIES, max_subscriptions))
     since = {channel: event_id for channel, event_id in cursor.items() if channel in tools}
@@ -237,5 +241,18 @@ async def serve_sse(request: Request, services: Services) -> Response:
             services.sessions.discard(session)
             connections.dec()
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "close"}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(body(), media_type="text/event-stream", headers=HEADERS)
+
+
+def close_message(code: int, reason: str) -> bytes:
+    """The last message of a stream the server ends, with the WebSocket close code."""
+    data = orjson.dumps({"type": "close", "code": code, "reason": reason})
+    return b"event: close\ndata: " + data + b"\n\n"
+
+
+def ended_stream(code: int, reason: str) -> Response:
+    """A stream that ends as soon as it starts, saying why: for a request the server
+    will not serve now (shutting down). A status other than 200 would stop a browser's
+    EventSource for good; a stream that ends makes it reconnect after ``retry``."""
+    body = f"retry: {RETRY_MS}\n\n".encode() + close_message(code, reason)
+    return Response(body, media_type="text/event-stream", headers=HEADERS)

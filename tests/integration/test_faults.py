@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import re
 import signal
 import socket
 import time
@@ -206,3 +207,43 @@ async def test_a_publish_refused_while_redis_is_away_costs_its_key_nothing(
         assert accepted.status_code == 202, accepted.text  # the refusals spent nothing
         over = await publish(server.url, story(["flask"], "over the rate"), http=http)
         assert over.status_code == 429
+
+
+async def test_an_sse_request_during_the_drain_gets_a_stream_that_ends_with_1001(
+    start_server: StartServer,
+):
+    """A request on a keep-alive connection (a proxy's, say) can reach a server that is
+    shutting down. It was answered 503, which stops a browser's EventSource for good;
+    an event stream that ends with the close message makes it reconnect elsewhere."""
+    server = start_server(ROOMY_OUTBOX)
+    tool = unique_tool()
+    # A client that reads nothing holds the drain open (up to 4 s) ...
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(stalled, ("127.0.0.1", server.port))
+    stalled_reader, stalled_writer = await asyncio.open_connection(sock=stalled)
+    stalled_writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await asyncio.wait_for(stalled_reader.readuntil(b"event: subscribed"), TIMEOUT)
+    await publish_backlog(server.url, tool)
+    # ... a kept-alive connection is open, and a WebSocket tells when the drain began.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    healthz = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    [length] = re.findall(rb"content-length: (\d+)", healthz.lower())
+    await reader.readexactly(int(length))
+    client = await WsClient.open(server.ws_url, tools=tool)
+    await client.welcome()
+    assert server.process is not None
+    try:
+        server.process.terminate()
+        assert await client.closed_with() == 1001
+        writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        body = await asyncio.wait_for(reader.read(), TIMEOUT)
+    finally:
+        stalled_writer.transport.abort()
+        writer.transport.abort()
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+    assert body.startswith(b"retry: ")
+    assert b'event: close\ndata: {"type":"close","code":1001' in body

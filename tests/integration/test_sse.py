@@ -62,6 +62,7 @@ async def test_history_and_an_invalid_request(server: ServerProcess):
             (f"tools={a}&history=101", "invalid_query"),
             (f"tools={a}&history=%C2%B2", "invalid_query"),  # "²": a digit to isdigit()
             (f"tools={a}&history={'0' * 4301}", "invalid_query"),  # too long for int()
+            (f"tools={a}&presence=2", "invalid_query"),  # was taken for "no presence"
         ]:
             response = await http.get(f"{server.url}/sse?{query}")
             assert response.status_code == 400
