@@ -279,7 +279,17 @@
     const placed = new WeakSet();
 
     function place(host, script, target) {
-      const into = target ? document.querySelector(target) : null;
+      let into = null;
+      if (target) {
+        // A selector the page got wrong must not throw into the page: warn, and
+        // place the widget as if there were no data-target.
+        try {
+          into = document.querySelector(target);
+        } catch {
+          console.warn(`livefeed widget: data-target ${JSON.stringify(target)} is not a CSS selector`);
+          target = null;
+        }
+      }
       if (target && !into) console.warn(`livefeed widget: no element matches ${target}`);
       const put = (append) => {
         append();

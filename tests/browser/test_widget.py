@@ -234,3 +234,24 @@ def test_a_widget_in_the_head_is_not_taken_for_removed_while_the_body_loads(
     [s] = publish_now(feed_server.url, story([tool], "after the body"))
     expect_ids(host.locator("li.item"), [s["id"]])
     assert presence_count(feed_server, tool) == 1
+
+
+def test_a_data_target_that_is_not_a_css_selector_is_ignored_not_thrown_into_the_page(
+    page: Page, page_log: PageLog, feed_server: ServerProcess, site: StaticSite
+):
+    # `#1col` is how an id that starts with a digit is (wrongly) written as a selector:
+    # document.querySelector throws a SyntaxError on it.
+    tool = unique_tool("badtarget")
+    warnings: list[str] = []
+    page.on("console", lambda m: m.type == "warning" and warnings.append(m.text))
+    html = embed_page(feed_server, f'data-tool="{tool}" data-target="#1col"')
+    page.goto(site.add("/badtarget.html", html.replace("<h1>", '<div id="1col"></div><h1>')))
+    host = widget(page, tool)
+    # Placed as without data-target: right after its script tag.
+    assert page.evaluate(
+        "() => document.querySelector('livefeed-widget').previousElementSibling.src"
+    ).endswith("/static/widget.js")
+    [s] = publish_now(feed_server.url, story([tool], "shown anyway"))
+    expect_ids(host.locator("li.item"), [s["id"]])
+    assert page_log.errors == []
+    assert any("#1col" in text for text in warnings)
