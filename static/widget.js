@@ -290,6 +290,12 @@
           target = null;
         }
       }
+      if (target && !into && document.readyState === "loading") {
+        // The target may come later in the document than this script (a script in
+        // <head>, or an async one that ran early): look again once it is all parsed.
+        document.addEventListener("DOMContentLoaded", () => place(host, script, target));
+        return;
+      }
       if (target && !into) console.warn(`livefeed widget: no element matches ${target}`);
       const put = (append) => {
         append();

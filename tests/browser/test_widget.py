@@ -255,3 +255,21 @@ def test_a_data_target_that_is_not_a_css_selector_is_ignored_not_thrown_into_the
     expect_ids(host.locator("li.item"), [s["id"]])
     assert page_log.errors == []
     assert any("#1col" in text for text in warnings)
+
+
+def test_a_widget_renders_into_a_data_target_that_comes_later_in_the_document(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    # The script runs while the parser is still in <head>: its target is not there yet
+    # (the same happens to an async script that runs before the body is parsed).
+    tool = unique_tool("target")
+    html = f"""<!doctype html><html><head><meta charset="utf-8"><title>Target</title>
+<script src="{feed_server.url}/static/widget.js" data-tool="{tool}" data-target="#feed"></script>
+</head><body><h1>Page</h1><aside id="feed"></aside><p>the end</p></body></html>"""
+    page.goto(site.add("/target.html", html))
+    host = widget(page, tool)
+    assert page.evaluate("() => document.querySelector('livefeed-widget').parentElement.id") == (
+        "feed"
+    )
+    [s] = publish_now(feed_server.url, story([tool], "in its place"))
+    expect_ids(host.locator("li.item"), [s["id"]])
