@@ -323,6 +323,8 @@
       }
     }
 
+    const EMPTY = "Nothing yet: new posts and activity appear here as they happen.";
+
     const STATUS = {
       idle: "Connecting…",
       connecting: "Connecting…",
@@ -353,7 +355,7 @@
       const ul = el("ul", "items");
       ul.setAttribute("role", "list"); // keep list semantics despite list-style: none (Safari)
       ul.setAttribute("aria-label", `Latest from ${names}`);
-      const empty = el("p", "empty", "Nothing yet: new posts and activity appear here as they happen.");
+      const empty = el("p", "empty", EMPTY);
       const announcer = el("p", "sr-only");
       announcer.setAttribute("aria-live", "polite");
       announcer.dataset.testid = "announcer";
@@ -409,8 +411,17 @@
       let quietUntil = Date.now() + 3000; // a history replay is not news: do not announce it
       let pending = [];
       let announceTimer = null;
+      const refused = new Map(); // tool -> error code, for tools the server would not subscribe
 
-      const showEmpty = () => { ui.empty.hidden = list.size > 0; };
+      const showEmpty = () => {
+        ui.empty.hidden = list.size > 0;
+        // Every tool refused (a private tool without a valid token, say): say so, rather
+        // than wait "for the first post" forever.
+        const text = opts.tools.every((t) => refused.has(t))
+          ? `Not available (${[...new Set(refused.values())].join(", ")}).`
+          : EMPTY;
+        if (ui.empty.textContent !== text) ui.empty.textContent = text;
+      };
       const add = (ev, fresh) => {
         const key = ev.channel || ev.tool;
         // The firehose has every tool's events: beside it, a tool's own copies are
@@ -449,7 +460,17 @@
         event: (ev) => add(ev, Date.now() > quietUntil),
         presence: (p) => wanted.has(p.tool) && showPresence(),
         state: showState,
-        subscribed: (f) => { if (wanted.has(f.tool)) quietUntil = Date.now() + 1500; },
+        subscribed: (f) => {
+          if (!wanted.has(f.tool)) return;
+          quietUntil = Date.now() + 1500;
+          if (refused.delete(f.tool)) showEmpty(); // allowed after all (a new token)
+        },
+        error: (e) => {
+          if (!e || !wanted.has(e.tool)) return;
+          refused.set(e.tool, e.code);
+          console.warn(`livefeed widget: ${e.tool}: ${e.code}${e.message ? `: ${e.message}` : ""}`);
+          showEmpty();
+        },
       };
       for (const [type, fn] of Object.entries(listeners)) feed.on(type, fn);
       // Another widget may have subscribed these already: start from what it received.

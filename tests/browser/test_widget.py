@@ -273,3 +273,25 @@ def test_a_widget_renders_into_a_data_target_that_comes_later_in_the_document(
     )
     [s] = publish_now(feed_server.url, story([tool], "in its place"))
     expect_ids(host.locator("li.item"), [s["id"]])
+
+
+def test_a_widget_of_a_private_tool_without_a_token_says_it_is_not_available(
+    page: Page, start_server: StartServer, site: StaticSite
+):
+    server = start_server({"LIVEFEED_SECRET": "s" * 32, "LIVEFEED_PRIVATE_TOOLS": "payroll"})
+    public = unique_tool("open")
+    page.goto(
+        site.add(
+            "/private.html",
+            embed_page(server, 'data-tool="payroll"', f'data-tool="{public}"'),
+        )
+    )
+    refused = page.locator('livefeed-widget[data-tools="payroll"]')
+    # Not "Nothing yet: new posts ... appear here" forever: the server refused it.
+    expect(refused.locator(".empty")).to_have_text("Not available (forbidden).")
+    expect(refused.locator(".empty")).to_be_visible()
+    # The other widget on the same connection is unaffected.
+    shown = widget(page, public)
+    expect(shown.locator(".empty")).to_have_text(re.compile("^Nothing yet"))
+    [s] = publish_now(server.url, story([public], "still public"))
+    expect_ids(shown.locator("li.item"), [s["id"]])
