@@ -240,7 +240,8 @@
 
     function optionsFrom(ds) {
       const list = (s) => String(s || "").split(",").map((x) => x.trim()).filter(Boolean);
-      const tools = list(ds.tools || ds.tool).filter((t) => {
+      // Slugs are lower case; "Flask" can only mean "flask" (the dashboard reads them so too).
+      const tools = list(ds.tools || ds.tool).map((t) => t.toLowerCase()).filter((t) => {
         if (TOOL.test(t)) return true;
         console.warn(`livefeed widget: ignoring invalid tool ${JSON.stringify(t)}`);
         return false;
@@ -333,8 +334,14 @@
       closed: "Offline",
     };
 
-    /** Mount a widget for `script` (its src locates the server) with optionsFrom() options. */
+    /** Mount a widget for `script` (its src locates the server) with optionsFrom() options;
+     *  returns its host element, or null when there is no tool to show. */
     function mount(script, opts) {
+      if (!opts.tools.length) {
+        // Nothing to show: no empty box on the page, and no connection for nothing.
+        console.warn("livefeed widget: no valid tool in data-tool/data-tools; nothing mounted");
+        return null;
+      }
       const host = document.createElement("livefeed-widget");
       host.dataset.theme = opts.theme;
       host.dataset.tools = opts.tools.join(",");

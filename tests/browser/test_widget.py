@@ -295,3 +295,19 @@ def test_a_widget_of_a_private_tool_without_a_token_says_it_is_not_available(
     expect(shown.locator(".empty")).to_have_text(re.compile("^Nothing yet"))
     [s] = publish_now(server.url, story([public], "still public"))
     expect_ids(shown.locator("li.item"), [s["id"]])
+
+
+def test_tool_slugs_in_capitals_are_read_in_lower_case_and_no_valid_tool_mounts_nothing(
+    page: Page, page_log: PageLog, feed_server: ServerProcess, site: StaticSite
+):
+    tool = unique_tool("caps")
+    html = embed_page(feed_server, 'data-tool="Not a tool!"', f'data-tool="{tool.upper()}"')
+    page.goto(site.add("/caps.html", html))
+    host = widget(page, tool)  # "Flask" is flask
+    [s] = publish_now(feed_server.url, story([tool], "in lower case"))
+    expect_ids(host.locator("li.item"), [s["id"]])
+    # The widget with no valid tool left no empty box on the page...
+    expect(page.locator("livefeed-widget")).to_have_count(1)
+    # ...and no subscription-less connection: the one WebSocket has the valid tool.
+    assert page_log.websockets == [feed_server.ws_url]
+    assert page.evaluate(f"() => LiveFeed.shared({{ url: '{feed_server.url}/' }}).tools") == [tool]
