@@ -68,7 +68,7 @@
   function makeColumn(key) {
     const section = template.content.firstElementChild.cloneNode(true);
     const name = W.toolName(key);
-    const slug = key === "*" ? "all" : key;
+    const slug = key === "*" ? "-all" : key; // "col--all": no slug starts with "-", so no tool "all" collides
     const hook = (sel, id) => {
       const node = section.querySelector(sel);
       node.dataset.testid = `${id}-${key}`;

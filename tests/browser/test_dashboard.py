@@ -119,3 +119,16 @@ def test_with_websocket_blocked_the_dashboard_falls_back_to_sse(
     items = page.get_by_test_id(f"items-{tool}").locator("> li")
     expect_ids(items, [published["id"]])
     expect(items.first.locator(".title")).to_have_text("Over Server-Sent Events")
+
+
+def test_a_tool_named_all_and_the_firehose_column_are_each_labelled_by_their_own_heading(
+    page: Page, feed_server: ServerProcess
+):
+    page.goto(f"{feed_server.url}/?tools=*,all")
+    expect(page.locator('section.column[data-tool="*"]')).to_have_accessible_name("All tools")
+    expect(page.locator('section.column[data-tool="all"]')).to_have_accessible_name("All all")
+    duplicates = page.evaluate(
+        "() => [...document.querySelectorAll('[id]')].map((e) => e.id)"
+        ".filter((id, i, ids) => ids.indexOf(id) !== i)"
+    )
+    assert duplicates == []
