@@ -163,6 +163,20 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_pong(self, event: Any) -> None:
         self.ping_missed = None
 
+    def handle_ping(self) -> None:
+        # uvicorn writes the pongs websockets queued whatever the socket's state: a
+        # client that sends pings and reads nothing piled them up in the server without
+        # bound (100 MB of pings held ~95 MB), and no event ever came to apply the
+        # slow-consumer rule. Pongs count against its byte limit like any frame, and
+        # once the connection is closing they are not sent at all.
+        if self.outbox is None:  # not on the direct path (yet): as uvicorn does
+            super().handle_ping()
+            return
+        pongs = b"".join(self.conn.data_to_send())
+        if self.direct_open and not self.transport.is_closing():
+            self.transport.write(pongs)
+            self.outbox.written()
+
     def keepalive_timeout(self) -> None:
         self.stop_keepalive()
         self._stop_outbox()
@@ -377,6 +391,16 @@ class DirectOutbox:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: too many frames unsent")
 
     # Called by the protocol.
+
+    def written(self) -> None:
+        """The protocol wrote something of its own (pongs): the byte limit holds for
+        what is buffered then, as for frames of the app."""
+        protocol = self._protocol
+        if (
+            protocol is not None
+            and self._waiting_bytes + protocol.direct_buffered() >= self._max_bytes
+        ):
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: too many frames unsent")
 
     def paused(self) -> None:
         self._set_clear(False)

@@ -23,7 +23,7 @@ from tests.support.clients import (
     unique_tool,
     wait_session_ended,
 )
-from tests.support.raw_ws import RawWebSocket
+from tests.support.raw_ws import RawWebSocket, client_frame
 from tests.support.server import ServerProcess
 from tests.support.timing import TIMEOUT, async_wait_until
 
@@ -224,3 +224,24 @@ async def test_an_sse_consumer_that_stops_reading_is_cut_off_too(start_server: S
     metrics = await scrape(server)
     assert metrics[("livefeed_connections_closed_total", (("reason", "slow_consumer"),))] == 1
     writer.close()
+
+
+async def test_a_client_that_sends_pings_and_reads_nothing_is_closed_with_4008(
+    start_server: StartServer,
+):
+    """Pongs pile up unsent like any frame: a client that floods pings and never reads
+    the answers must not make the server hold them without bound (100 MB of pings had
+    the server hold ~95 MB for one connection, and never close it)."""
+    limit = 2**20
+    server = start_server({"LIVEFEED_OUTBOX_BYTES": str(limit)})
+    client = await RawWebSocket.open(server.port, receive_buffer=4096)
+    ping = client_frame(b"p" * 125, 0x9)  # answered by a pong of the same payload
+    # Enough pings that their pongs fill both sockets' buffers and then the limit twice.
+    flood = ping * ((2 * SEND_BUFFER_MAX + 2 * limit) // len(ping) + 1)
+    client.writer.write(flood)
+    await asyncio.wait_for(client.writer.drain(), TIMEOUT)
+    # Reading now: the pongs that were written, then the close frame.
+    assert await asyncio.wait_for(client.close_code(), TIMEOUT) == 4008
+    metrics = await scrape(server)
+    assert metrics[("livefeed_connections_closed_total", (("reason", "slow_consumer"),))] == 1
+    client.abort()
