@@ -7,6 +7,7 @@ listeners close, every connection gets close code 1001 (plain uvicorn would send
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import socket
@@ -24,6 +25,13 @@ log = logging.getLogger("uvicorn.error")  # where uvicorn reports listening and 
 
 DRAIN_SECONDS = 4.0  # waiting for clients to answer our 1001 close
 GRACE_SECONDS = 4  # then uvicorn's own wait for connections and tasks
+MAX_HEAD_BYTES = 64 * 1024  # a request's line and headers (nginx allows 4 x 8 KiB)
+HEAD_TIMEOUT = 10.0  # seconds a request's line and headers may take to arrive
+
+
+class HeadTooLarge(Exception):
+    """Raised from a parser callback: httptools stops, and uvicorn answers 400 and
+    closes the connection."""
 
 
 class _HttpProtocol(HttpToolsProtocol):
@@ -33,11 +41,60 @@ class _HttpProtocol(HttpToolsProtocol):
     protocol never gets (the WebSocket protocol takes the transport).
 
     Each request's scope also carries the connection's transport, so that a stream
-    that has ended can cut a client that no longer reads (see ``transports/sse``)."""
+    that has ended can cut a client that no longer reads (see ``transports/sse``).
+
+    And a request's head is bounded, in size and in time: uvicorn keeps every header
+    it is sent and waits for the end of the head for ever, so a client could hold a
+    socket with a head that never ends, and grow the process's memory with it (50 MB
+    of headers on one connection to /ws took ~57 MB)."""
+
+    _head_bytes = 0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _start_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            raise HeadTooLarge(f"request head over {MAX_HEAD_BYTES} bytes")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["extensions"] = {TRANSPORT_EXTENSION: self.transport}  # type: ignore[dict-item]
+        self._head_bytes = 0
+        self._start_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value))
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        super().on_headers_complete()
 
     def handle_websocket_upgrade(self) -> None:
         super().handle_websocket_upgrade()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
+import time
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from livefeed.server import HEAD_TIMEOUT
 from livefeed.transports.direct import ABORT_AFTER
 from tests.conftest import StartServer
 from tests.support.clients import (
@@ -245,3 +248,47 @@ async def test_a_client_that_sends_pings_and_reads_nothing_is_closed_with_4008(
     metrics = await scrape(server)
     assert metrics[("livefeed_connections_closed_total", (("reason", "slow_consumer"),))] == 1
     client.abort()
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection (a reset ends it too)."""
+    received = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(65536), timeout):
+            received += chunk
+    return received
+
+
+async def test_a_request_head_that_never_ends_is_refused(start_server: StartServer):
+    """uvicorn keeps every header it is sent: a handshake whose headers never end held
+    its connection, and the memory, for ever (50 MB of headers took ~57 MB)."""
+    server = start_server()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+    padding = b"X-Padding: " + b"a" * 1000 + b"\r\n"
+    with contextlib.suppress(ConnectionError):
+        for _ in range(100):  # 1 MB, sixteen times the limit
+            writer.write(padding * 10)
+            await asyncio.wait_for(writer.drain(), TIMEOUT)
+    received = await read_until_closed(reader, TIMEOUT)
+    assert received == b"" or received.startswith(b"HTTP/1.1 400"), received[:200]
+    writer.close()
+
+
+async def test_a_request_head_that_never_arrives_in_full_is_cut_and_others_stay(
+    start_server: StartServer,
+):
+    """A socket with half a handshake (a request line, no end of headers) was held for
+    ever; a WebSocket open for longer than that is not affected."""
+    server = start_server()
+    client = await WsClient.open(server.ws_url)
+    await client.welcome()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    started = time.monotonic()
+    writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+    assert await read_until_closed(reader, HEAD_TIMEOUT + TIMEOUT) == b""
+    assert time.monotonic() - started >= HEAD_TIMEOUT - 0.5
+    writer.close()
+    await client.send({"type": "ping", "ref": "still-open"})
+    assert (await client.expect("pong"))["ref"] == "still-open"
+    await client.close()
