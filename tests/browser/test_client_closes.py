@@ -312,7 +312,9 @@ def test_a_token_given_as_the_old_one_expires_is_used_without_waiting(
         server_side.on_message(ws.send)
 
     page.route_web_socket(re.compile(r"/ws(\?|$)"), relay)
-    start_feed(page, server, site, [private], "websocket", mint(SECRET, "a", [private], 1))
+    # Long enough to connect and subscribe on a busy machine (1 s was not, once).
+    expiring = mint(SECRET, "a", [private], 4)
+    start_feed(page, server, site, [private], "websocket", expiring)
     wait_for(page, "(tool) => log.subscribed.includes(tool)", private)
     page.evaluate("(token) => feed.setToken(token)", mint(SECRET, "a", [private]))
     # The old token expires before the server took the new one: 4001. The feed has a
