@@ -238,6 +238,11 @@
 
     // ---- the embed ---------------------------------------------------------
 
+    const numberOr = (text, fallback) => {
+      const n = parseInt(text, 10);
+      return Number.isNaN(n) ? fallback : n; // "0" is a number, not a missing value
+    };
+
     function optionsFrom(ds) {
       const list = (s) => String(s || "").split(",").map((x) => x.trim()).filter(Boolean);
       // Slugs are lower case; "Flask" can only mean "flask" (the dashboard reads them so too).
@@ -249,7 +254,7 @@
       const kinds = list(ds.kinds || "story,activity").filter((k) => k === "story" || k === "activity");
       return {
         tools,
-        items: Math.max(1, Math.min(100, parseInt(ds.items, 10) || 10)),
+        items: Math.max(1, Math.min(100, numberOr(ds.items, 10))),
         kinds: kinds.length ? kinds : ["story", "activity"],
         theme: ["light", "dark", "auto"].includes(ds.theme) ? ds.theme : "auto",
         presence: !/^(off|false|no|0)$/i.test(ds.presence || "on"),
@@ -453,7 +458,9 @@
       const showPresence = () => {
         const known = opts.tools.map((t) => feed.presence(t)).filter(Boolean);
         ui.presence.hidden = !opts.presence || known.length === 0;
-        const count = known.reduce((n, p) => n + p.count, 0);
+        // Counts are per tool, and a viewer of this widget is in each of its tools: the
+        // largest is the best figure (a sum would count every such viewer once per tool).
+        const count = Math.max(0, ...known.map((p) => p.count));
         ui.presence.textContent = `${count} viewing now`;
         ui.presence.dataset.count = String(count);
       };

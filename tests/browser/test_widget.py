@@ -311,3 +311,17 @@ def test_tool_slugs_in_capitals_are_read_in_lower_case_and_no_valid_tool_mounts_
     # ...and no subscription-less connection: the one WebSocket has the valid tool.
     assert page_log.websockets == [feed_server.ws_url]
     assert page.evaluate(f"() => LiveFeed.shared({{ url: '{feed_server.url}/' }}).tools") == [tool]
+
+
+def test_a_widget_of_two_tools_counts_its_viewer_once_and_data_items_0_shows_one(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    a, b = unique_tool("pa"), unique_tool("pb")
+    tag = f'data-tools="{a},{b}" data-items="0"'
+    page.goto(site.add("/two.html", embed_page(feed_server, tag)))
+    host = widget(page, f"{a},{b}")
+    # This page is one viewer, in both tools' counts: it was shown as 2 (their sum).
+    expect(host.get_by_test_id("presence")).to_have_text("1 viewing now")
+    ids = [publish_now(feed_server.url, story([a], f"story {i}"))[0]["id"] for i in range(2)]
+    # "0" was read as missing (10 items); it is clamped to 1 like any number below it.
+    expect_ids(host.locator("li.item"), ids[1:])
