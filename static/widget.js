@@ -329,6 +329,7 @@
       }
     }
 
+    const ANNOUNCE_GAP = 10000; // ms between two messages of a widget's live region
     const EMPTY = "Nothing yet: new posts and activity appear here as they happen.";
 
     const STATUS = {
@@ -445,15 +446,20 @@
         showEmpty();
         if (li && fresh) announce(ev);
       };
-      // Batched so that a burst is one message, not a queue of interruptions.
+      // Batched so that a burst is one message, not a queue of interruptions, and at
+      // most one message per ANNOUNCE_GAP: a busy feed is a summary now and then, not a
+      // voice that never stops.
+      let announcedAt = -Infinity;
       const announce = (ev) => {
         pending.push(ev);
         if (announceTimer) return;
+        const wait = Math.max(1000, announcedAt + ANNOUNCE_GAP - Date.now());
         announceTimer = setTimeout(() => {
           ui.announcer.textContent = pending.length > 1 ? `${pending.length} new items` : summary(pending[0]);
           pending = [];
           announceTimer = null;
-        }, 1000);
+          announcedAt = Date.now();
+        }, wait);
       };
       const showPresence = () => {
         const known = opts.tools.map((t) => feed.presence(t)).filter(Boolean);

@@ -325,3 +325,28 @@ def test_a_widget_of_two_tools_counts_its_viewer_once_and_data_items_0_shows_one
     ids = [publish_now(feed_server.url, story([a], f"story {i}"))[0]["id"] for i in range(2)]
     # "0" was read as missing (10 items); it is clamped to 1 like any number below it.
     expect_ids(host.locator("li.item"), ids[1:])
+
+
+def test_a_busy_widget_announces_at_most_once_every_10_seconds(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    pause_clock(page)  # the widget's timers run only as the test moves the clock
+    tool = unique_tool("busy")
+    page.goto(site.add("/busy.html", embed_page(feed_server, f'data-tool="{tool}"')))
+    host = widget(page, tool)
+    announcer = host.get_by_test_id("announcer")
+    page.clock.run_for(3_500)  # past the quiet time of the history replay
+
+    def arrive(title: str) -> None:
+        [published] = publish_now(feed_server.url, story([tool], title))
+        expect(host.locator(f'li.item[data-id="{published["id"]}"]')).to_have_count(1)
+
+    arrive("first")
+    page.clock.run_for(1_000)
+    expect(announcer).to_have_text("New story by @laura_garcia: first")
+    arrive("second")
+    arrive("third")
+    page.clock.run_for(5_000)  # a message a second on a busy feed would have come by now
+    expect(announcer).to_have_text("New story by @laura_garcia: first")
+    page.clock.run_for(5_000)
+    expect(announcer).to_have_text("2 new items")
