@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import re
 import signal
-import socket
 import time
 
 import httpx
@@ -25,6 +23,7 @@ from tests.support.clients import (
     unique_tool,
 )
 from tests.support.redis_server import RedisServer
+from tests.support.sse import StalledReader
 from tests.support.timing import TIMEOUT, async_wait_until
 
 
@@ -115,13 +114,7 @@ async def test_sigterm_exits_in_time_with_a_stalled_stream_and_a_redis_that_stop
     exited after 10.07 s, 5 s of them the withdrawal's write to the frozen Redis."""
     server = start_server({**redis_env(own_redis, prefix), **ROOMY_OUTBOX})
     tool = unique_tool()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # backs up sooner
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    await asyncio.wait_for(reader.readuntil(b"event: subscribed"), TIMEOUT)
+    stalled = await StalledReader.open(server.port, tool)
     await publish_backlog(server.url, tool)  # megabytes wait for it in the server
     assert own_redis.process is not None and server.process is not None
     os.kill(own_redis.process.pid, signal.SIGSTOP)
@@ -132,9 +125,7 @@ async def test_sigterm_exits_in_time_with_a_stalled_stream_and_a_redis_that_stop
         assert time.monotonic() - started < 10
     finally:
         os.kill(own_redis.process.pid, signal.SIGCONT)
-        writer.transport.abort()
-        with contextlib.suppress(OSError):
-            sock.close()
+        stalled.abort()
 
 
 async def test_after_sigkill_of_one_process_a_client_resumes_on_the_other_missing_nothing(
@@ -218,13 +209,7 @@ async def test_an_sse_request_during_the_drain_gets_a_stream_that_ends_with_1001
     server = start_server(ROOMY_OUTBOX)
     tool = unique_tool()
     # A client that reads nothing holds the drain open (up to 4 s) ...
-    stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(stalled, ("127.0.0.1", server.port))
-    stalled_reader, stalled_writer = await asyncio.open_connection(sock=stalled)
-    stalled_writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    await asyncio.wait_for(stalled_reader.readuntil(b"event: subscribed"), TIMEOUT)
+    stalled = await StalledReader.open(server.port, tool)
     await publish_backlog(server.url, tool)
     # ... a kept-alive connection is open, and a WebSocket tells when the drain began.
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -242,7 +227,7 @@ async def test_an_sse_request_during_the_drain_gets_a_stream_that_ends_with_1001
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         body = await asyncio.wait_for(reader.read(), TIMEOUT)
     finally:
-        stalled_writer.transport.abort()
+        stalled.abort()
         writer.transport.abort()
     assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
     assert body.startswith(b"retry: ")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import struct
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.support.clients import (
 )
 from tests.support.raw_ws import RawWebSocket, client_frame
 from tests.support.server import ServerProcess
+from tests.support.sse import StalledReader
 from tests.support.timing import TIMEOUT, async_wait_until
 
 # The most the kernel lets a socket's send buffer grow to.
@@ -205,13 +205,7 @@ async def test_metrics_count_connections_events_and_deliveries(server: ServerPro
 async def test_an_sse_consumer_that_stops_reading_is_cut_off_too(start_server: StartServer):
     server = start_server({"LIVEFEED_OUTBOX_FRAMES": "50"})
     tool = unique_tool()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await reader.readuntil(b"event: subscribed")
+    stalled = await StalledReader.open(server.port, tool)
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
         for batch in range(15):
             document = {"events": [story([tool], f"b{batch}", body="x" * 4000)] * 100}
@@ -220,13 +214,13 @@ async def test_an_sse_consumer_that_stops_reading_is_cut_off_too(start_server: S
     # the ~6 MB published.
     received = b""
     while not received.endswith(b"\r\n0\r\n\r\n"):
-        chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+        chunk = await asyncio.wait_for(stalled.reader.read(65536), TIMEOUT)
         assert chunk, "the connection closed without ending the stream"
         received += chunk
     assert len(received) < 5_000_000
     metrics = await scrape(server)
     assert metrics[("livefeed_connections_closed_total", (("reason", "slow_consumer"),))] == 1
-    writer.close()
+    stalled.writer.close()
 
 
 async def test_a_client_that_sends_pings_and_reads_nothing_is_closed_with_4008(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 
 import httpx
 
@@ -12,7 +11,7 @@ from tests.conftest import StartServer
 from tests.integration.test_limits import scrape
 from tests.support.clients import WsClient, presence_count, publish_ok, story, unique_tool
 from tests.support.server import ServerProcess
-from tests.support.sse import SseStream, open_sse
+from tests.support.sse import SseStream, StalledReader, open_sse
 from tests.support.timing import TIMEOUT, async_wait_until
 
 
@@ -138,14 +137,8 @@ async def test_a_stalled_reader_closed_as_a_slow_consumer_is_cut_and_uncounted(
 ):
     server = start_server()  # default limits: 1000 frames or 4 MiB unsent
     tool = unique_tool()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    head = await asyncio.wait_for(reader.readuntil(b"event: subscribed"), TIMEOUT)
-    assert b"connection: close" in head.lower()  # the socket never carries another request
+    stalled = await StalledReader.open(server.port, tool)
+    assert b"connection: close" in stalled.head.lower()  # the socket never carries another request
     assert await presence_count(server.url, tool) == 1
     # The reader stops reading. ~10 MB of events: past the limits, so it is closed (4008);
     # its socket never drains, so only cutting it ends the response and the session.
@@ -163,9 +156,9 @@ async def test_a_stalled_reader_closed_as_a_slow_consumer_is_cut_and_uncounted(
     # Cut, not closed in good order: reading on finds the end (reset or EOF) without the
     # server waiting for us.
     with contextlib.suppress(ConnectionResetError):
-        while await asyncio.wait_for(reader.read(1 << 16), TIMEOUT):
+        while await asyncio.wait_for(stalled.reader.read(1 << 16), TIMEOUT):
             pass
-    writer.close()
+    stalled.writer.close()
 
 
 async def test_resuming_past_many_large_events_is_paced_not_cut_as_a_slow_consumer(

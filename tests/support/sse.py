@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,3 +79,27 @@ async def open_sse(
     request = client.build_request("GET", url, headers=headers or {})
     response = await client.send(request, stream=True)
     return SseStream(response, response.aiter_lines())
+
+
+@dataclass
+class StalledReader:
+    """An SSE request on a socket with a tiny receive buffer, read up to its first
+    ``subscribed`` event and then no more: what the server writes soon backs up."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    head: bytes  # the response up to and including "event: subscribed"
+
+    @classmethod
+    async def open(cls, port: int, tool: str) -> StalledReader:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"event: subscribed"), TIMEOUT)
+        return cls(reader, writer, head)
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
