@@ -111,7 +111,7 @@ SETTINGS: tuple[Setting, ...] = (
         "allowed_origins",
         ("LIVEFEED_ALLOWED_ORIGINS",),
         _csv,
-        "WebSocket Origins allowed (comma-separated); unset = any",
+        "Origins allowed (comma-separated) for WebSocket, SSE and CORS reads; unset = any",
     ),
     Setting("history_size", ("LIVEFEED_HISTORY_SIZE",), positive_int, "events kept per tool"),
     Setting("heartbeat", ("LIVEFEED_HEARTBEAT",), positive_float, "WebSocket ping interval (s)"),
@@ -154,7 +154,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("demo", ("LIVEFEED_DEMO",), switch, "publish the demo stream inside the server"),
     Setting("demo_rate", ("LIVEFEED_DEMO_RATE",), positive_float, "demo events per second"),
     Setting("log_json", ("LIVEFEED_LOG_JSON",), switch, "log one JSON object per line"),
-    Setting("log_level", ("LIVEFEED_LOG_LEVEL",), _log_level, "log level (debug, info, warning)"),
+    Setting(
+        "log_level",
+        ("LIVEFEED_LOG_LEVEL",),
+        _log_level,
+        "log level (debug, info, warning, error, critical)",
+    ),
 )
 
 
