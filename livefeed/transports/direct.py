@@ -172,6 +172,11 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.outbox is None:  # not on the direct path (yet): as uvicorn does
             super().handle_ping()
             return
+        if self.conn.close_rcvd is not None:
+            # The client's close came in the same read, after this ping: what websockets
+            # queued is the pong, then the echo of that close. handle_close, next, sends
+            # it all (dropping it here left the client without its close frame: 1006).
+            return
         pongs = b"".join(self.conn.data_to_send())
         if self.direct_open and not self.transport.is_closing():
             self.transport.write(pongs)

@@ -286,3 +286,18 @@ async def test_a_request_head_that_never_arrives_in_full_is_cut_and_others_stay(
     await client.send({"type": "ping", "ref": "still-open"})
     assert (await client.expect("pong"))["ref"] == "still-open"
     await client.close()
+
+
+async def test_a_ping_and_a_close_in_one_read_get_the_pong_and_the_echo_of_the_close(
+    server: ServerProcess,
+):
+    """A ping followed by a close in the same segment: the close's echo is queued with the
+    pong, and must be sent with it (dropped, the client saw no close frame: 1006)."""
+    client = await RawWebSocket.open(server.port)
+    assert (await asyncio.wait_for(client.read_frame(), TIMEOUT))[0] == 0x1  # welcome
+    client.writer.write(
+        client_frame(b"hi", 0x9) + client_frame(struct.pack("!H", 1000) + b"bye", 0x8)
+    )
+    assert await asyncio.wait_for(client.read_frame(), TIMEOUT) == (0xA, b"hi")
+    assert await asyncio.wait_for(client.read_frame(), TIMEOUT) == (0x8, b"\x03\xe8bye")
+    client.abort()
