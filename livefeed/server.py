@@ -27,6 +27,10 @@ DRAIN_SECONDS = 4.0  # waiting for clients to answer our 1001 close
 GRACE_SECONDS = 4  # then uvicorn's own wait for connections and tasks
 MAX_HEAD_BYTES = 64 * 1024  # a request's line and headers (nginx allows 4 x 8 KiB)
 HEAD_TIMEOUT = 10.0  # seconds a request's line and headers may take to arrive
+# Header lines per request (Apache's LimitRequestFields). uvicorn keeps each as a tuple of
+# two bytes objects, ~150 bytes of memory whatever its size on the wire: 64 KiB of empty
+# headers ("a:\r\n") held ~4 MB per connection.
+MAX_HEAD_FIELDS = 100
 
 
 class HeadTooLarge(Exception):
@@ -49,6 +53,7 @@ class _HttpProtocol(HttpToolsProtocol):
     of headers on one connection to /ws took ~57 MB)."""
 
     _head_bytes = 0
+    _head_fields = 0
     _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -82,6 +87,7 @@ class _HttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.scope["extensions"] = {TRANSPORT_EXTENSION: self.transport}  # type: ignore[dict-item]
         self._head_bytes = 0
+        self._head_fields = 0
         self._start_head_timer()
 
     def on_url(self, url: bytes) -> None:
@@ -89,7 +95,10 @@ class _HttpProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value))
+        self._head_fields += 1
+        if self._head_fields > MAX_HEAD_FIELDS:
+            raise HeadTooLarge(f"request head of over {MAX_HEAD_FIELDS} header lines")
+        self._count_head(len(name) + len(value) + 4)  # as on the wire: ": " and CRLF
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:

@@ -269,6 +269,25 @@ async def test_a_request_head_that_never_ends_is_refused(start_server: StartServ
     writer.close()
 
 
+async def test_a_request_head_of_many_empty_headers_is_refused(server: ServerProcess):
+    """Each header costs uvicorn a tuple whatever its size: the head bound counted only
+    names and values, so 64 KiB of empty headers ("a:\\r\\n", 256 KiB on the wire) was
+    let through and held ~4 MB per connection. A usual head is still served."""
+
+    async def get(head: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + head + b"\r\n")
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(writer.drain(), TIMEOUT)
+        received = await read_until_closed(reader, TIMEOUT)
+        writer.close()
+        return received
+
+    usual = b"".join(b"X-Header-%d: %s\r\n" % (i, b"v" * 100) for i in range(40))
+    assert (await get(usual)).startswith(b"HTTP/1.1 200")
+    assert (await get(b"a:\r\n" * 20_000)).startswith(b"HTTP/1.1 400")
+
+
 async def test_a_request_head_that_never_arrives_in_full_is_cut_and_others_stay(
     start_server: StartServer,
 ):
