@@ -266,8 +266,9 @@
         this._awaitingToken = false;
         const delay = this._retry.schedule();
         this._setState("reconnecting", { reason: "token", delay: Math.round(delay) });
-      } else if (typeof token === "function" || !conn || token === previous) {
-        // A function is asked at the next connection.
+      } else if (typeof token === "function" || !conn || token === previous || (!token && !previous)) {
+        // A function is asked at the next connection; and null, undefined and "" are all
+        // no token: from one to another nothing changes for the server.
       } else if (!conn.opened || !conn.ws) {
         // An attempt under way with the old token, or an SSE stream (its token is in
         // its URL): start again with this one. Cursors are kept, so nothing is missed.

@@ -285,6 +285,27 @@ def test_a_token_taken_away_ends_the_identity_at_once_and_misses_nothing(
     assert page.evaluate("() => [log.events, log.errors]") == [[before["id"], during["id"]], []]
 
 
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_no_token_given_again_in_another_form_does_not_reconnect(
+    transport: str, page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    """null, undefined and "" all mean no token: a page that passes its logged-out user's
+    token (`setToken(user.token)`, undefined) to a feed made without one must not make
+    it reconnect (its viewers would leave and come back, its state flicker)."""
+    tool = unique_tool("public")
+    start_feed(page, feed_server, site, [tool], transport)
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", tool)
+    states = page.evaluate(
+        """() => {
+          const before = log.states.length;
+          feed.setToken(undefined).setToken("").setToken(null);
+          return log.states.slice(before);
+        }"""
+    )
+    assert states == []
+    assert page.evaluate("() => feed.state") == "open"
+
+
 def test_a_new_token_over_sse_is_used_at_once(
     page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
 ):
