@@ -279,7 +279,10 @@
         // longer allow them); tools asked for go after it, at the end of the task
         // (they may need the new token).
         this._sendChanges({ subscribes: false });
-        this._send({ type: "auth", token });
+        const auth = { type: "auth", token };
+        this._send(auth);
+        // Once the server answers `authenticated`, a 4001 is about this token: see _lost.
+        if (auth.ref !== undefined) (conn.auths || (conn.auths = new Map())).set(auth.ref, token);
       } else {
         // No token (a logout: no frame drops one), or one too long for a client frame
         // (the server would close with 1009): reconnect, with the token in the URL.
@@ -521,8 +524,10 @@
         return;
       }
       if (action === "token") {
-        // A string token given since this attempt began (an `auth` frame crossing
-        // the close) is tried at once; the one that expired waits for setToken().
+        // A string token the server had not taken yet (given while this attempt was
+        // made, or an `auth` frame crossing the close) is tried at once; the one that
+        // expired (the connection's, or the last one it answered `authenticated` to)
+        // waits for setToken().
         if (typeof this._token !== "function" && this._token === conn.token) {
           this._awaitingToken = true; // setToken() reconnects
           this._setState("reconnecting", { ...detail, waitingForToken: true });
@@ -585,6 +590,17 @@
           return this._onPosition(frame);
         case "unsubscribed":
           return this._emit("unsubscribed", frame);
+        case "authenticated":
+          // The server holds the token of that `auth` frame now (and frames are taken
+          // in order: any sent before it were answered already).
+          if (conn.auths && conn.auths.has(frame.ref)) {
+            conn.token = conn.auths.get(frame.ref);
+            for (const ref of conn.auths.keys()) {
+              conn.auths.delete(ref);
+              if (ref === frame.ref) break;
+            }
+          }
+          return undefined;
         case "pong":
           return this._pings.has(frame.ref) && this._pings.get(frame.ref).resolve();
         case "error":

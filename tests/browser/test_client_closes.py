@@ -344,3 +344,27 @@ def test_a_token_given_as_the_old_one_expires_is_used_without_waiting(
     wait_for(page, "(tool) => log.subscribed.filter((t) => t === tool).length === 2", private)
     [published] = publish_now(server.url, story([private], "after the renewal"))
     wait_for(page, "(id) => log.events.includes(id)", published["id"])
+
+
+def test_a_token_renewed_over_the_connection_waits_for_the_next_when_it_expires(
+    page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
+):
+    """A token sent in an `auth` frame that the server took, then expired: the 4001 is
+    about that token, so the feed waits for setToken() and says so once, as it did
+    before a token the closed connection had not presented was retried at once (that
+    made one connection with the expired token and a second `tokenexpired`)."""
+    server, private = private_server
+    public = unique_tool("public")
+    start_feed(page, server, site, [public], "websocket", mint(SECRET, "alice", [private]))
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", public)
+    page.evaluate(
+        """() => feed.on("state", (s) => {
+          if (s.waitingForToken) log.waiting = log.states.length;
+        })"""
+    )
+    renewed = mint(SECRET, "bob", [private], 4)  # long enough to be taken first
+    page.evaluate("(token) => feed.setToken(token)", renewed)
+    wait_until(lambda: viewers(server, public)["users"] == ["bob"])
+    wait_for(page, "() => log.waiting !== undefined")
+    assert page.evaluate("() => log.expired") == [4001]
+    assert [s[0] for s in page.evaluate("() => log.states")].count("connecting") == 1
