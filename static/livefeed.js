@@ -282,7 +282,7 @@
         const auth = { type: "auth", token };
         this._send(auth);
         // Once the server answers `authenticated`, a 4001 is about this token: see _lost.
-        if (auth.ref !== undefined) (conn.auths || (conn.auths = new Map())).set(auth.ref, token);
+        if (auth.ref !== undefined) conn.auths.set(auth.ref, token); // undefined: not sent
       } else {
         // No token (a logout: no frame drops one), or one too long for a client frame
         // (the server would close with 1009): reconnect, with the token in the URL.
@@ -402,7 +402,7 @@
     async _open() {
       if (this._stopped) return;
       this._drop();
-      const conn = { opened: false, since: new Map(), fullPresence: new Set() };
+      const conn = { opened: false, since: new Map(), fullPresence: new Set(), auths: new Map() };
       this._conn = conn;
       this.transport = this._useSse ? "sse" : "websocket";
       this._setState("connecting");
@@ -593,7 +593,7 @@
         case "authenticated":
           // The server holds the token of that `auth` frame now (and frames are taken
           // in order: any sent before it were answered already).
-          if (conn.auths && conn.auths.has(frame.ref)) {
+          if (conn.auths.has(frame.ref)) {
             conn.token = conn.auths.get(frame.ref);
             for (const ref of conn.auths.keys()) {
               conn.auths.delete(ref);

@@ -389,23 +389,26 @@ class DirectOutbox:
         self._waiting.append(data)
         self._waiting_frames += frames
         self._waiting_bytes += len(data)
+        self._enforce_limits(protocol)
+
+    def _unsent_bytes(self, protocol: DirectWebSocketProtocol) -> int:
+        """What waits here plus what the transport has buffered."""
+        return self._waiting_bytes + protocol.direct_buffered()
+
+    def _enforce_limits(self, protocol: DirectWebSocketProtocol) -> None:
         if (
             self._waiting_frames >= self._max_frames
-            or self._waiting_bytes + protocol.direct_buffered() >= self._max_bytes
+            or self._unsent_bytes(protocol) >= self._max_bytes
         ):
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: too many frames unsent")
 
     # Called by the protocol.
 
     def written(self) -> None:
-        """The protocol wrote something of its own (pongs): the byte limit holds for
-        what is buffered then, as for frames of the app."""
-        protocol = self._protocol
-        if (
-            protocol is not None
-            and self._waiting_bytes + protocol.direct_buffered() >= self._max_bytes
-        ):
-            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: too many frames unsent")
+        """The protocol wrote something of its own (pongs): the limits hold for what is
+        buffered then, as for frames of the app."""
+        if self._protocol is not None:
+            self._enforce_limits(self._protocol)
 
     def paused(self) -> None:
         self._set_clear(False)
@@ -446,10 +449,7 @@ class DirectOutbox:
             (protocol := self._protocol) is not None
             and not self.closed
             and not self._clear
-            and (
-                self._waiting_frames >= frames
-                or self._waiting_bytes + protocol.direct_buffered() >= size
-            )
+            and (self._waiting_frames >= frames or self._unsent_bytes(protocol) >= size)
         ):
             if self._drained is None:
                 self._drained = asyncio.Event()

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from livefeed import metrics, protocol
+from livefeed.config import switch
 from livefeed.envelope import Batch, Event
 from livefeed.errors import InvalidRequest, LivefeedError
 from livefeed.history import (
@@ -48,8 +49,7 @@ from livefeed.types import decimal, is_channel, tool_list
 log = logging.getLogger("livefeed.sse")
 
 RETRY_MS = 2000  # the browser's reconnect delay, sent once at the start
-_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False,
-          "no": False, "off": False, "": False}  # fmt: skip
+RETRY = f"retry: {RETRY_MS}\n\n".encode()
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "close"}
 # The HTTP connection's transport, in the scope under `livefeed serve` (server.py).
 TRANSPORT_EXTENSION = "livefeed.transport"
@@ -137,7 +137,7 @@ class SseOutbox(QueueingOutbox):
             await self._drained.wait()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        yield f"retry: {RETRY_MS}\n\n".encode()
+        yield RETRY
         while self._queue or not self._closed:
             if not self._queue:
                 self._drained.set()
@@ -175,9 +175,10 @@ def _subscribe_frame(request: Request, max_subscriptions: int) -> protocol.Subsc
         raise InvalidRequest(
             "invalid_query", f"history: expected 0 to {protocol.MAX_HISTORY}", "history"
         )
-    presence = _FLAGS.get(params.get("presence", "0").lower())
-    if presence is None:
-        raise InvalidRequest("invalid_query", "presence: expected 1 or 0", "presence")
+    try:
+        presence = switch(params.get("presence", "0"))
+    except ValueError:
+        raise InvalidRequest("invalid_query", "presence: expected 1 or 0", "presence") from None
     # A stream's own cursor names each of its tools: as many as a stream may have.
     cursor = _cursor(request, max(MAX_CURSOR_ENTRIES, max_subscriptions))
     since = {channel: event_id for channel, event_id in cursor.items() if channel in tools}
@@ -254,5 +255,5 @@ def ended_stream(code: int, reason: str) -> Response:
     """A stream that ends as soon as it starts, saying why: for a request the server
     will not serve now (shutting down). A status other than 200 would stop a browser's
     EventSource for good; a stream that ends makes it reconnect after ``retry``."""
-    body = f"retry: {RETRY_MS}\n\n".encode() + close_message(code, reason)
+    body = RETRY + close_message(code, reason)
     return Response(body, media_type="text/event-stream", headers=HEADERS)
