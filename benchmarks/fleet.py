@@ -45,18 +45,30 @@ class _Waiter:
 
 
 def probe_indices(size: int, probes: int) -> frozenset[int]:
-    """``probes`` connection indices spread evenly over ``size``.
+    """``probes`` connection indices spread evenly over ``size``: the middles of
+    ``probes`` equal slices (10, 30, 50, 70 and 90 % for five).
 
-    Index ``i * stride + i``: the extra ``+ i`` moves each probe on by one tool and one
-    endpoint (both assigned round robin), so that probes also cover many tools and
-    every server rather than landing on the same one each stride. Too few connections
-    to spread them (a smoke run): the first ones.
+    Middles, so that the places are the same counted from either end: a server that
+    writes in the order connections came and one that writes the newest first (Nchan)
+    are timed at the same points of their fan-outs. The extra ``+ i`` moves each probe
+    on by one tool and one endpoint (both assigned round robin), so that probes also
+    cover many tools and every server rather than landing on the same one each stride.
+    Too few connections to spread them (a smoke run): the first ones.
     """
     probes = min(probes, size)
     stride = size // probes if probes else 0
     if stride <= probes:
         return frozenset(range(probes))
-    return frozenset(i * stride + i for i in range(probes))
+    return frozenset(i * stride + stride // 2 + i for i in range(probes))
+
+
+def end_indices(size: int, probes: frozenset[int]) -> tuple[int, ...]:
+    """The first and the last connection, unless already probes: one of them is the
+    head of each fan-out, whichever order a server writes in. None in a fleet without
+    probes (idle memory, connect rate)."""
+    if not probes:
+        return ()
+    return tuple(index for index in dict.fromkeys((0, size - 1)) if index not in probes)
 
 
 def wake_threshold(index: int, size: int, nbytes: int) -> int:
@@ -74,8 +86,11 @@ class Fleet:
     ``probes`` connections, spread evenly over the connection order, are probes: they
     parse every frame and record publish-to-receive latency; the rest only count
     frames. Spread, because a server writes an event to its subscribers one after the
-    other, usually in the order they came: probes opened first would only ever see
-    the head of each fan-out, and the p99 would flatter whoever writes in that order.
+    other, in the order they came or the reverse: probes opened first would only ever
+    see the head of each fan-out (or the tail), and the p99 would flatter whoever
+    writes in that order. The first and the last connection are probes of their own,
+    kept apart (``end_latencies``): whichever of them a server writes first gives the
+    head of its fan-out, the publish path and one write.
     """
 
     def __init__(
@@ -91,8 +106,12 @@ class Fleet:
         self.endpoints, self.tools, self.dialect = list(endpoints), list(tools), dialect
         self.acks, self.size = acks, size
         self.probe_indices = probe_indices(size, probes)
+        self.end_indices = end_indices(size, self.probe_indices)
         self.subscribers: list[Subscriber] = []
         self.latencies: list[tuple[float, float]] = []  # probes: (arrival, read) - publish
+        self.end_latencies: dict[int, list[tuple[float, float]]] = {
+            index: [] for index in self.end_indices
+        }
 
     def tool_of(self, index: int) -> str:
         return self.tools[index % len(self.tools)]
@@ -145,7 +164,8 @@ class Fleet:
         waiter = _Waiter()
         endpoint = self.endpoints[index % len(self.endpoints)]
         tool = self.tool_of(index)
-        probe = index in self.probe_indices
+        latencies = self.end_latencies.get(index, self.latencies)
+        probe = index in self.probe_indices or index in self.end_latencies
         subscriber = Subscriber(
             f"127.0.0.1:{endpoint.port}",
             endpoint.path_for(tool),
@@ -154,7 +174,7 @@ class Fleet:
             acks=self.acks,
             probe=probe,
             on_ready=waiter.ready,
-            latencies=self.latencies if probe else None,
+            latencies=latencies if probe else None,
         )
         loop = asyncio.get_running_loop()
         try:
@@ -213,10 +233,16 @@ class Fleet:
         )
         return [f"{count}x {reason[:100]}" for reason, count in reasons.most_common(3)]
 
-    def take_latencies(self) -> tuple[list[float], list[float]]:
-        """The probes' latencies since the last call: (at arrival, when read)."""
+    def take_latencies(self) -> tuple[list[float], list[float], float | None]:
+        """The probes' latencies since the last call: at arrival and when read; and the
+        head's p99 (at arrival), the lower of the two end connections' p99s, or None
+        without both."""
         taken, self.latencies[:] = list(self.latencies), []
-        return [arrival for arrival, _ in taken], [read for _, read in taken]
+        ends = [[arrival for arrival, _ in taken_end] for taken_end in self.end_latencies.values()]
+        for taken_end in self.end_latencies.values():
+            taken_end.clear()
+        head = min(percentile(end, 0.99) for end in ends) if len(ends) == 2 and all(ends) else None
+        return [arrival for arrival, _ in taken], [read for _, read in taken], head
 
     async def wait_quiet(self, quiet: float, cap: float) -> float:
         """Wait until the delivered count holds still for ``quiet`` s (at most ``cap`` s)."""

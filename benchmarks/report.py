@@ -86,17 +86,18 @@ def _ladder_table(name: str, results: dict[str, Any]) -> list[str]:
     ref = _n(ladder["reference"]) if ladder else "?"
     lines = [
         f"| peer | max clean deliveries/s | x livefeed | CPU µs/delivery @ {ref}/s | x livefeed "
-        f"| p50 / p99 ms @ {ref}/s | at max: µs/delivery, p99 ms | stopped by | load core peak |",
-        "|---|--:|--:|--:|--:|--:|--:|---|--:|",
+        f"| p50 / p99 ms @ {ref}/s | head of the fan-out: p99 ms @ {ref}/s "
+        "| at max: µs/delivery, p99 ms | stopped by | load core peak |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|---|--:|",
     ]
     for peer in _ordered(results):
         result = peer.get("scenarios", {}).get(name)
         if result is None:
             if "missing" in peer:
-                lines.append(f"| {peer['label']} | not run: {_cell(peer['missing'])} |||||||")
+                lines.append(f"| {peer['label']} | not run: {_cell(peer['missing'])} ||||||||")
             continue
         if "error" in result:
-            lines.append(f"| {peer['label']} | error: {_cell(result['error'])} |||||||")
+            lines.append(f"| {peer['label']} | error: {_cell(result['error'])} ||||||||")
             continue
         best, reference = result.get("best") or {}, result.get("reference") or {}
         figure = _n(best.get("per_second"))
@@ -107,6 +108,7 @@ def _ladder_table(name: str, results: dict[str, Any]) -> list[str]:
             f"| {_n(reference.get('us_per_delivery'), 1)} "
             f"| {_ratio(reference.get('us_per_delivery'), base_us)} "
             f"| {_ms(reference.get('p50'))} / {_ms(reference.get('p99'))} "
+            f"| {_ms(reference.get('p99_head'))} "
             f"| {_n(best.get('us_per_delivery'), 1)}, {_ms(best.get('p99'))} "
             f"| {result.get('stopped', '')} | {result.get('peak_load_core', 0):.0%} |"
         )
@@ -169,7 +171,15 @@ def _targets_table(results: dict[str, Any]) -> list[str]:
         )
     p99 = ref(BASE, "fanout-1000", "p99")
     if p99 is not None:
-        rows.append(("p99 ≤ 5 ms @ 20,000/s", f"{_ms(p99)} ms", p99 <= 0.005))
+        # Judged on the spread probes. The head of the fan-out is beside it: what probes
+        # on the connections a server writes first would measure.
+        text = f"{_ms(p99)} ms"
+        head, nchan_head = (ref(peer, "fanout-1000", "p99_head") for peer in (BASE, "nchan"))
+        if head:
+            nchan = ref("nchan", "fanout-1000", "p99")
+            versus = f"; Nchan {_ms(nchan)}, head {_ms(nchan_head)}" if nchan_head else ""
+            text += f" (head of the fan-out: {_ms(head)} ms{versus})"
+        rows.append(("p99 ≤ 5 ms @ 20,000/s", text, p99 <= 0.005))
     fanout = scenario(BASE, "fanout-1000")
     top = fanout.get("best") or {}
     if top.get("p99") is not None:
@@ -276,10 +286,11 @@ def _steps_appendix(results: dict[str, Any]) -> list[str]:
     lines = [
         "## Every step",
         "",
-        "Target and measured deliveries/s, loss, latency (ms; p99 read: when the generator"
-        " read the frame rather than when it arrived), the server processes' CPU"
-        " (cores) and their CPU µs per delivery, the server core's whole use (softirq"
-        " included), the generator's own CPU, the whole load core's, other processes',"
+        "Target and measured deliveries/s, loss, latency (ms; p99 head: the head of the"
+        " fan-out, the first or last connection, whichever was written first; p99 read:"
+        " when the generator read the frame rather than when it arrived), the server"
+        " processes' CPU (cores) and their CPU µs per delivery, the server core's whole"
+        " use (softirq included), the generator's own CPU, the whole load core's, other processes',"
         " and the packets the kernel's receive backlogs dropped (such a frame arrives on"
         " a retransmission, 200 ms or more later).",
         "",
@@ -293,16 +304,18 @@ def _steps_appendix(results: dict[str, Any]) -> list[str]:
                 f"<details><summary>{peer['label']}: {name} "
                 f"({result.get('date') or peer.get('date', '')})</summary>",
                 "",
-                "| target/s | delivered/s | loss | p50 | p90 | p99 | max | p99 read | server "
+                "| target/s | delivered/s | loss | p50 | p90 | p99 | max | p99 head | p99 read "
+                "| server "
                 "| µs/deliv | server core | generator | load core | other | backlog drops "
                 "| verdict |",
-                "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+                "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
             ]  # fmt: skip
             for step in result["steps"]:
                 lines.append(
                     f"| {_n(step['target'])} | {_n(step['per_second'])} | {step['loss']:.2%} "
                     f"| {_ms(step['p50'])} | {_ms(step['p90'])} | {_ms(step['p99'])} "
-                    f"| {_ms(step['max'])} | {_ms(step.get('p99_read'))} "
+                    f"| {_ms(step['max'])} | {_ms(step.get('p99_head'))} "
+                    f"| {_ms(step.get('p99_read'))} "
                     f"| {step['server_util']:.2f} "
                     f"| {_n(step['us_per_delivery'], 1)} | {step.get('server_core_busy', 0):.0%} "
                     f"| {step['generator_util']:.0%} | {step['load_core_busy']:.0%} "

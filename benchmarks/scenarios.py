@@ -247,7 +247,8 @@ def _median_step(runs: list[Step]) -> Step:
         name: statistics.median(getattr(step, name) for step in valid)
         for name in ("p50", "p90", "p99", "max", "p99_read")
     }
-    return replace(middle, **latencies)
+    heads = [step.p99_head for step in valid if step.p99_head is not None]
+    return replace(middle, **latencies, p99_head=statistics.median(heads) if heads else None)
 
 
 def _summarise(result: dict[str, Any], ladder: Ladder) -> None:

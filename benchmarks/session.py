@@ -119,6 +119,9 @@ class Step:
     # The p99 of the same latencies taken when the generator read the frame, not when the kernel
     # received it: the difference is the load core's queue (see wsclient.StampedTransport).
     p99_read: float = 0.0
+    # The p99 of the head of the fan-out (the first or the last connection, whichever
+    # the server writes first): the publish path and one write (benchmarks/README.md).
+    p99_head: float | None = None
     server_cpu: float = 0.0  # seconds, publish + drain, every server process
     drain_cpu: float = 0.0  # seconds of it after publishing stopped (a backlog shows here)
     server_util: float = 0.0  # server CPU / publish phase, in cores
@@ -310,7 +313,7 @@ async def measure_step(
     step.backlog_drops = backlog_drops() - drops0
     step.per_second = step.delivered / step.seconds
     step.loss = 1 - step.delivered / step.expected if step.expected else 0.0
-    latencies, read = fleet.take_latencies()
+    latencies, read, step.p99_head = fleet.take_latencies()
     step.samples = len(latencies)
     step.p50, step.p90, step.p99 = (percentile(latencies, q) for q in (0.5, 0.9, 0.99))
     step.max = max(latencies, default=0.0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.fleet import probe_indices, wake_threshold
+from benchmarks.fleet import Endpoint, Fleet, probe_indices, wake_threshold
+from benchmarks.wsclient import Dialect
 
 
 def test_probes_spread_over_the_whole_connection_order() -> None:
@@ -35,3 +36,33 @@ def test_counting_connections_wake_at_staggered_thresholds() -> None:
 
 def test_a_threshold_of_one_byte_wakes_everyone() -> None:
     assert {wake_threshold(index, 1000, 1) for index in range(1000)} == {1}
+
+
+def test_probes_sit_at_the_same_places_counted_from_either_end() -> None:
+    """A server that writes newest first (Nchan) is timed where one that writes in
+    connection order is: at the middles of five slices, 10 to 90 %."""
+    forward = sorted(probe_indices(1000, 5))
+    backward = sorted(999 - index for index in forward)
+    assert all(abs(a - b) <= 10 for a, b in zip(forward, backward, strict=True))
+    assert forward[0] >= 90 and forward[-1] <= 910
+
+
+def test_the_end_connections_are_kept_apart_and_give_the_head_of_the_fan_out() -> None:
+    fleet = Fleet(
+        [Endpoint(1, lambda tool: "/")], ["a"], Dialect.PLAIN, acks=True, size=100, probes=5
+    )
+    assert fleet.end_indices == (0, 99)
+    fleet.latencies += [(0.004, 0.005)]
+    fleet.end_latencies[0] += [(0.009, 0.009)] * 10  # written last by this server
+    fleet.end_latencies[99] += [(0.001, 0.002)] * 9 + [(0.003, 0.003)]  # written first
+    arrival, read, head = fleet.take_latencies()
+    assert arrival == [0.004] and read == [0.005]  # the spread probes' figures alone
+    assert head == 0.003  # the lower p99 of the two ends
+    assert fleet.take_latencies() == ([], [], None)  # taken: the next step starts afresh
+
+
+def test_a_fleet_without_probes_has_no_end_probes_either() -> None:
+    fleet = Fleet(
+        [Endpoint(1, lambda tool: "/")], ["a"], Dialect.PLAIN, acks=True, size=100, probes=0
+    )
+    assert fleet.probe_indices == frozenset() and fleet.end_indices == ()

@@ -31,10 +31,12 @@ def test_a_single_run_is_returned_as_it_is() -> None:
     assert _median_step([only]) is only
 
 
-def _ladder_result(best: float, us: float, p99: float, top: bool = False) -> dict[str, Any]:
+def _ladder_result(
+    best: float, us: float, p99: float, top: bool = False, head: float | None = None
+) -> dict[str, Any]:
     return {
         "best": {"per_second": best, "p99": 0.02},
-        "reference": {"us_per_delivery": us, "p50": 0.001, "p99": p99},
+        "reference": {"us_per_delivery": us, "p50": 0.001, "p99": p99, "p99_head": head},
         "top_reached": top,
         "steps": [],
     }
@@ -47,7 +49,7 @@ def test_the_targets_table_says_which_targets_this_run_met() -> None:
             "livefeed": {
                 "label": "livefeed",
                 "scenarios": {
-                    "fanout-1000": _ladder_result(300_000, 7.0, 0.003, top=True),
+                    "fanout-1000": _ladder_result(300_000, 7.0, 0.003, top=True, head=0.0009),
                     "many-channels": _ladder_result(40_000, 21.0, 0.003),
                     "idle-memory": {
                         "kib_per_connection": 7.9,
@@ -63,7 +65,7 @@ def test_the_targets_table_says_which_targets_this_run_met() -> None:
             "nchan": {
                 "label": "Nchan",
                 "scenarios": {
-                    "fanout-1000": _ladder_result(300_000, 6.0, 0.01, top=True),
+                    "fanout-1000": _ladder_result(300_000, 6.0, 0.01, top=True, head=0.0014),
                     "many-channels": _ladder_result(40_000, 15.0, 0.003),
                 },
             },
@@ -78,7 +80,9 @@ def test_the_targets_table_says_which_targets_this_run_met() -> None:
     assert rows["highest clean rate ≥ Nchan's"].endswith("| met |")
     assert "3.75x" in rows["highest clean rate ≥ 1.5x Socket.IO's"]
     assert rows["CPU per delivery ≤ Nchan's @ 20,000/s"].endswith("| **missed** |")
-    assert rows["p99 ≤ 5 ms @ 20,000/s"].endswith("| met |")
+    p99 = rows["p99 ≤ 5 ms @ 20,000/s"]
+    assert "3.0 ms (head of the fan-out: 0.9 ms; Nchan 10.0, head 1.4)" in p99
+    assert p99.endswith("| met |")  # judged on the spread probes, not the head
     assert rows["≤ 10 KB per idle subscribed connection"].endswith("| met |")
     many = rows["many channels ≤ 1.3x one channel, CPU per delivery"]
     assert "3.00x" in many and "Nchan's own: 2.50x" in many and many.endswith("| **missed** |")
