@@ -106,11 +106,10 @@ class Fleet:
         self.endpoints, self.tools, self.dialect = list(endpoints), list(tools), dialect
         self.acks, self.size = acks, size
         self.probe_indices = probe_indices(size, probes)
-        self.end_indices = end_indices(size, self.probe_indices)
         self.subscribers: list[Subscriber] = []
         self.latencies: list[tuple[float, float]] = []  # probes: (arrival, read) - publish
         self.end_latencies: dict[int, list[tuple[float, float]]] = {
-            index: [] for index in self.end_indices
+            index: [] for index in end_indices(size, self.probe_indices)
         }
 
     def tool_of(self, index: int) -> str:
@@ -164,22 +163,22 @@ class Fleet:
         waiter = _Waiter()
         endpoint = self.endpoints[index % len(self.endpoints)]
         tool = self.tool_of(index)
-        latencies = self.end_latencies.get(index, self.latencies)
-        probe = index in self.probe_indices or index in self.end_latencies
+        spread = self.latencies if index in self.probe_indices else None
+        latencies = self.end_latencies.get(index, spread)  # None: a counting connection
         subscriber = Subscriber(
             f"127.0.0.1:{endpoint.port}",
             endpoint.path_for(tool),
             self.dialect,
             tool,
             acks=self.acks,
-            probe=probe,
+            probe=latencies is not None,
             on_ready=waiter.ready,
-            latencies=latencies if probe else None,
+            latencies=latencies,
         )
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(patience):
-                if probe:
+                if subscriber.probe:
                     await open_stamped(endpoint.port, subscriber)
                 else:
                     await loop.create_connection(lambda: subscriber, "127.0.0.1", endpoint.port)

@@ -51,7 +51,7 @@ def test_the_end_connections_are_kept_apart_and_give_the_head_of_the_fan_out() -
     fleet = Fleet(
         [Endpoint(1, lambda tool: "/")], ["a"], Dialect.PLAIN, acks=True, size=100, probes=5
     )
-    assert fleet.end_indices == (0, 99)
+    assert tuple(fleet.end_latencies) == (0, 99)
     fleet.latencies += [(0.004, 0.005)]
     fleet.end_latencies[0] += [(0.009, 0.009)] * 10  # written last by this server
     fleet.end_latencies[99] += [(0.001, 0.002)] * 9 + [(0.003, 0.003)]  # written first
@@ -65,4 +65,4 @@ def test_a_fleet_without_probes_has_no_end_probes_either() -> None:
     fleet = Fleet(
         [Endpoint(1, lambda tool: "/")], ["a"], Dialect.PLAIN, acks=True, size=100, probes=0
     )
-    assert fleet.probe_indices == frozenset() and fleet.end_indices == ()
+    assert fleet.probe_indices == frozenset() and fleet.end_latencies == {}
