@@ -208,6 +208,10 @@ def _targets_table(results: dict[str, Any]) -> list[str]:
     if many and own_us:
         nchan_many = ref("nchan", "many-channels", "us_per_delivery")
         context = f"; Nchan's own: {nchan_many / nchan_us:.2f}x" if nchan_many and nchan_us else ""
+        floor_one, floor_many = (ref("floor", name, "us_per_delivery")
+                                 for name in ("fanout-1000", "many-channels"))  # fmt: skip
+        if floor_one and floor_many:
+            context += f"; the C floor's: {floor_many / floor_one:.2f}x"
         rows.append(
             (
                 "many channels ≤ 1.3x one channel, CPU per delivery",

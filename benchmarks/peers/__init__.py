@@ -239,6 +239,37 @@ class NaiveStarlette(PythonPeer):
     packages = ("starlette", "uvicorn", "websockets", "redis", "uvloop")
 
 
+class Floor(Peer):
+    """The least work a server must do: a C epoll server that only sends (see its source)."""
+
+    name, label = "floor", "C floor: sends only (baseline)"
+
+    def missing(self) -> str | None:
+        from benchmarks.peers.floor import BINARY, SOURCE
+
+        if not BINARY.exists() or BINARY.stat().st_mtime < SOURCE.stat().st_mtime:
+            return "the floor server is not built (run benchmarks/setup; it needs gcc)"
+        return None
+
+    def server(self, ctx: Context, port: int) -> Command:
+        from urllib.parse import urlsplit
+
+        from benchmarks.peers.floor import BINARY
+
+        redis = urlsplit(ctx.redis_url)
+        host = "127.0.0.1" if redis.hostname in (None, "localhost") else redis.hostname
+        return Command([str(BINARY), str(port), host, str(redis.port or 6379)])
+
+    def publisher(self, ctx: Context, ports: list[int], tools: list[str]) -> Command:
+        argv = [bench_python(), "-m", "benchmarks.publisher", "--backend", "redis"]
+        return Command([*argv, "--url", ctx.redis_url, "--tools", ",".join(tools)])
+
+    def versions(self) -> dict[str, str]:
+        result = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True,
+                                check=False)  # fmt: skip
+        return {"gcc": result.stdout.strip()} if result.returncode == 0 else {}
+
+
 class PythonSocketIO(PythonPeer):
     name, label = "python-socketio", "python-socketio"
     dialect = Dialect.SOCKETIO
@@ -274,6 +305,7 @@ ALL: list[Peer] = [
     SocketIONode(),
     WsBroadcast(),
     NaiveStarlette(),
+    Floor(),
     PythonSocketIO(),
     Channels(),
     ChannelsCore(),
