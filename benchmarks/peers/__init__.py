@@ -81,6 +81,18 @@ def python_versions(python: str, packages: tuple[str, ...]) -> dict[str, str]:
     return json.loads(result.stdout) if result.returncode == 0 else {}
 
 
+def publisher_command(
+    backend: str,
+    url: str,
+    tools: list[str],
+    python: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Command:
+    """``python -m benchmarks.publisher`` with one of its backends, publishing to ``url``."""
+    argv = [python or bench_python(), "-m", "benchmarks.publisher", "--backend", backend]
+    return Command([*argv, "--url", url, "--tools", ",".join(tools)], dict(env or {}))
+
+
 class Peer:
     """Base adapter. Subclasses set the class attributes and the two commands."""
 
@@ -125,8 +137,7 @@ class PythonPeer(Peer):
         return Command([*argv, "--redis-url", ctx.redis_url], dict(self.env))
 
     def publisher(self, ctx: Context, ports: list[int], tools: list[str]) -> Command:
-        argv = [bench_python(), "-m", "benchmarks.publisher", "--backend", self.backend]
-        return Command([*argv, "--url", ctx.redis_url, "--tools", ",".join(tools)], self.env)
+        return publisher_command(self.backend, ctx.redis_url, tools, env=self.env)
 
 
 class Livefeed(Peer):
@@ -147,8 +158,7 @@ class Livefeed(Peer):
 
     def publisher(self, ctx: Context, ports: list[int], tools: list[str]) -> Command:
         python = livefeed_python() or sys.executable
-        argv = [python, "-m", "benchmarks.publisher", "--backend", "livefeed"]
-        return Command([*argv, "--url", ctx.redis_url, "--tools", ",".join(tools)])
+        return publisher_command("livefeed", ctx.redis_url, tools, python)
 
     def versions(self) -> dict[str, str]:
         python = livefeed_python()
@@ -177,9 +187,7 @@ class Nchan(Peer):
         return Command(["nginx", "-p", str(prefix), "-c", str(config), "-e", "stderr"])
 
     def publisher(self, ctx: Context, ports: list[int], tools: list[str]) -> Command:
-        argv = [bench_python(), "-m", "benchmarks.publisher", "--backend", "nchan"]
-        url = f"http://127.0.0.1:{ports[0]}"
-        return Command([*argv, "--url", url, "--tools", ",".join(tools)])
+        return publisher_command("nchan", f"http://127.0.0.1:{ports[0]}", tools)
 
     def versions(self) -> dict[str, str]:
         result = subprocess.run(
@@ -256,17 +264,16 @@ class Floor(Peer):
 
         from benchmarks.peers.floor import BINARY
 
-        redis = urlsplit(ctx.redis_url)
-        host = "127.0.0.1" if redis.hostname in (None, "localhost") else redis.hostname
-        return Command([str(BINARY), str(port), host, str(redis.port or 6379)])
+        redis = urlsplit(ctx.redis_url)  # the suite's own: redis://127.0.0.1:<port>/0
+        return Command([str(BINARY), str(port), str(redis.hostname), str(redis.port)])
 
     def publisher(self, ctx: Context, ports: list[int], tools: list[str]) -> Command:
-        argv = [bench_python(), "-m", "benchmarks.publisher", "--backend", "redis"]
-        return Command([*argv, "--url", ctx.redis_url, "--tools", ",".join(tools)])
+        return publisher_command("redis", ctx.redis_url, tools)
 
     def versions(self) -> dict[str, str]:
-        result = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True,
-                                check=False)  # fmt: skip
+        result = subprocess.run(
+            ["gcc", "-dumpfullversion"], capture_output=True, text=True, check=False
+        )
         return {"gcc": result.stdout.strip()} if result.returncode == 0 else {}
 
 

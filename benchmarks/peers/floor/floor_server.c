@@ -114,7 +114,6 @@ struct channel {
 
 static int ep, redis_fd;
 static struct channel *table[BUCKETS];
-static char subscribed_prefix[] = "{\"type\": \"subscribed\", \"tool\": \"";
 
 static unsigned hash(const char *s, size_t n) {
     unsigned h = 2166136261u;
@@ -218,7 +217,8 @@ static size_t ws_frame(char *out, const char *payload, size_t len) {
 
 static void send_subscribed(struct conn *c) {
     char payload[512], frame[600];
-    int n = snprintf(payload, sizeof payload, "%s%s\"}", subscribed_prefix, c->channel->name);
+    int n = snprintf(payload, sizeof payload, "{\"type\": \"subscribed\", \"tool\": \"%s\"}",
+                     c->channel->name);
     deliver(c, frame, ws_frame(frame, payload, (size_t)n));
 }
 
@@ -362,11 +362,8 @@ static void on_message(struct channel *ch, char *payload, long len) {
         frame = realloc(frame, framecap);
     }
     size_t flen = ws_frame(frame, payload, (size_t)len);
-    /* Backwards: a cut connection swaps the last one into its slot. */
-    for (int i = ch->nsubs - 1; i >= 0; i--) {
-        if (i >= ch->nsubs) continue;
-        deliver(ch->subs[i], frame, flen);
-    }
+    /* Backwards: a cut connection swaps the last one, already served, into its slot. */
+    for (int i = ch->nsubs - 1; i >= 0; i--) deliver(ch->subs[i], frame, flen);
 }
 
 static void on_redis(void) {
@@ -398,8 +395,7 @@ static void on_redis(void) {
             on_message(ch, payload, plen);
         } else if (klen == 9 && !memcmp(kind, "subscribe", 9) && !ch->confirmed) {
             ch->confirmed = 1;
-            for (int i = ch->nsubs - 1; i >= 0; i--)
-                if (i < ch->nsubs) send_subscribed(ch->subs[i]);
+            for (int i = ch->nsubs - 1; i >= 0; i--) send_subscribed(ch->subs[i]);
         }
     }
     rlen = (size_t)(end - p);
