@@ -1,8 +1,8 @@
 """Publishes that arrive while one is in flight go to the broker together.
 
 A site that publishes from many requests at once would otherwise make one broker
-call per event: for the Redis broker one Lua script call, whose client-side cost
-(redis-py's command path) is most of a publish. Here the first publish goes out at
+call per event: for the Redis broker one Lua script call, a round trip to Redis and
+the script's run there. Here the first publish goes out at
 once; the ones that come while it is in flight wait for it, then go out as one
 batch. Each caller's own events stay all-or-nothing, because the joined batch is:
 one script runs alone in Redis. A caller cancelled before its turn publishes

@@ -2,8 +2,9 @@
 
 * Publishing runs one Lua script per batch (brokers/lua/publish.lua): key type
   checks, then idempotency check, XADD with exact trimming, and PUBLISH, for every
-  tool and the firehose, atomically. Commands are never retried by the client
-  library: a retried script could store a batch twice. A publish whose command
+  tool and the firehose, atomically, on the command link (brokers/redis_link.py).
+  It is never retried behind the caller's back: a retried script could store a
+  batch twice. A publish whose command
   never reached Redis raises ``Unavailable`` at once; one whose reply was lost
   after it was sent is *settled* (brokers/lua/settle.lua, see redis_layout): its
   stored ids are returned, or Redis confirms it stored nothing (``Unavailable``),
@@ -20,16 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import time
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from livefeed.backoff import Backoff
 from livefeed.brokers.base import (
@@ -56,7 +58,7 @@ from livefeed.brokers.redis_layout import (
     publish_args,
     refusal,
 )
-from livefeed.brokers.redis_link import Endpoint, LinkError, LiveLink
+from livefeed.brokers.redis_link import CommandLink, Endpoint, LinkError, LiveLink, command
 from livefeed.envelope import Event
 from livefeed.errors import BrokerError, Unavailable
 from livefeed.events import PreparedBatch
@@ -69,6 +71,7 @@ IDLE_PING_AFTER = 5.0  # seconds without traffic before the reader pings Redis
 PONG_DEADLINE = 5.0  # seconds a ping may go unanswered before the link is presumed dead
 STABLE_AFTER = 10.0  # a link that lasted this long resets the reconnect backoff
 CLOSE_WITHIN = 2.0  # seconds any one step of closing may take (a dead Redis can hang it)
+CONNECT_WITHIN = 2.0  # seconds a raw link may take to connect and hand-shake
 
 
 def connect(url: str, **options: Any) -> aioredis.Redis:
@@ -147,7 +150,12 @@ class RedisBroker(Broker, PresenceStore):
         self._redis = connect(url, socket_timeout=timeout)
         self._layout = Layout(prefix, database_of(self._redis.connection_pool))
         self._endpoint = Endpoint.from_url(url)
-        self._publish_script = self._redis.register_script(PUBLISH_LUA)
+        self._publish_sha = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest()
+        self._timeout = timeout
+        # The publish script's own connection (see redis_link.CommandLink), made on the
+        # first publish and again after it ends.
+        self._commands: CommandLink | None = None
+        self._connecting = asyncio.Lock()
         self._settle_script = self._redis.register_script(SETTLE_LUA)
         self._since_script = self._redis.register_script(SINCE_LUA)
         self._presence_write = self._redis.register_script(PRESENCE_WRITE_LUA)
@@ -177,6 +185,8 @@ class RedisBroker(Broker, PresenceStore):
         for futures in self._waiters.values():
             for future in futures:
                 future.cancel()
+        if self._commands is not None:
+            self._commands.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._redis.aclose(), CLOSE_WITHIN)
 
@@ -193,57 +203,47 @@ class RedisBroker(Broker, PresenceStore):
         args = publish_args(
             self._layout, self._history_size, self._idempotency_ttl, batch, ts, operation
         )
-        pool = self._redis.connection_pool
-        connection = await self._connected_for_publish()
+        link = await self._command_link()
         lost: Exception
         try:
-            return parse_published(await self._run_publish(connection, args))
-        except (ResponseError, BusyLoadingError) as exc:  # answered: nothing was written
-            error = refusal(exc)
+            reply = await self._run_publish(link, args)
+        except (LinkError, TimeoutError) as exc:  # sent, but the reply is lost or late
+            link.close()  # a late reply must not be taken for another call's
+            lost = exc
+        else:
+            if not isinstance(reply, hiredis.ReplyError):
+                return parse_published(reply)
+            error = refusal(reply)  # answered: nothing was written
             if isinstance(error, BrokerError):  # an operator must fix Redis's data
                 log.error("a publish was refused: %s", error.message)
-            raise error from None
-        except (RedisError, OSError) as exc:  # sent, but the reply is lost or late
-            await connection.disconnect()
-            lost = exc
-        except BaseException:  # cancelled: a reply may still be on its way
-            await connection.disconnect()
-            raise
-        finally:
-            await pool.release(connection)
+            raise error
         return await self._settle_publish(operation, lost)
 
-    async def _connected_for_publish(self) -> AbstractConnection:
-        """A pooled connection, connected (anew if Redis closed it meanwhile: redis-py's
-        pool does not check that when maintenance notifications are on). A failure
-        here means nothing was sent: ``Unavailable``."""
-        pool = self._redis.connection_pool
-        try:
-            connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"Redis did not accept the publish: {exc}") from None
-        try:
-            try:
-                stale = await connection.can_read()  # EOF, or a stray reply
-            except (RedisError, OSError):
-                stale = True
-            if stale:
-                await connection.disconnect()
-            await connection.connect()  # type: ignore[no-untyped-call]
-        except BaseException as exc:
-            await pool.release(connection)
-            if isinstance(exc, (RedisError, OSError)):
-                raise Unavailable(f"Redis did not accept the publish: {exc}") from None
-            raise
-        return connection
+    async def _command_link(self) -> CommandLink:
+        """The connected command link, connected anew if it ended. A failure here means
+        nothing was sent: ``Unavailable``."""
+        link = self._commands
+        if link is not None and not link.closed.done():
+            return link
+        async with self._connecting:  # concurrent publishes share one attempt
+            link = self._commands
+            if link is None or link.closed.done():
+                try:
+                    link = await CommandLink.open(self._endpoint, CONNECT_WITHIN)
+                except LinkError as exc:
+                    raise Unavailable(f"Redis did not accept the publish: {exc}") from None
+                self._commands = link
+        return link
 
-    async def _run_publish(self, connection: AbstractConnection, args: list[Any]) -> Any:
-        await connection.send_command("EVALSHA", self._publish_script.sha, 0, *args)
-        try:
-            return await connection.read_response()
-        except NoScriptError:  # refused, not run: send the script itself
-            await connection.send_command("EVAL", PUBLISH_LUA, 0, *args)
-            return await connection.read_response()
+    async def _run_publish(self, link: CommandLink, args: list[Any]) -> Any:
+        """The script's reply (an error reply as a value); raises ``LinkError`` or
+        ``TimeoutError`` when it was sent and its reply is lost."""
+        async with asyncio.timeout(self._timeout):
+            reply = await link.call(command("EVALSHA", self._publish_sha, 0, *args))
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+                # refused, not run (a restarted or flushed Redis): send the script itself
+                reply = await link.call(command("EVAL", PUBLISH_LUA, 0, *args))
+        return reply
 
     async def _settle_publish(self, operation: str, lost: Exception) -> Published:
         """Learn whether a publish whose reply was lost was stored, making sure that if
@@ -356,7 +356,9 @@ class RedisBroker(Broker, PresenceStore):
             await asyncio.sleep(backoff.next_delay())
 
     async def _read_until_failure(self) -> None:
-        link = await LiveLink.open(self._endpoint, self._deliver, self._on_subscribed, CLOSE_WITHIN)
+        link = await LiveLink.open(
+            self._endpoint, self._deliver, self._on_subscribed, CONNECT_WITHIN
+        )
         try:
             self._link = link
             self._resubscribing = set(self._held)

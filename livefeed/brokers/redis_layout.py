@@ -31,8 +31,6 @@ import uuid
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from livefeed.brokers.base import PresenceEntries, Published
 from livefeed.envelope import envelope_tail
 from livefeed.errors import BrokerError, LivefeedError, OutcomeUnknown, Unavailable
@@ -122,7 +120,7 @@ def parse_settled(stored: bytes) -> Published | None:
     return parse_published(stored.split(b"\n")) if stored else None
 
 
-def refusal(exc: RedisError) -> LivefeedError:
+def refusal(exc: Exception) -> LivefeedError:
     """The error for a publish Redis answered with an error reply: it wrote nothing
     (the script checks every key's type, and that the Redis user may run every write,
     before its first write; any other error reply is Redis refusing to run it: out of

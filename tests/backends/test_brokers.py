@@ -265,6 +265,9 @@ async def test_deployments_on_two_databases_of_one_redis_do_not_hear_each_other(
         [got_0] = await collectors[0].wait_for(1)
         [got_1] = await collectors[1].wait_for(1)
         assert b"on database 0" in got_0.payload and b"on database 1" in got_1.payload
+        # and each stored its event in its own database
+        for broker, got in zip(brokers, [got_0, got_1], strict=True):
+            assert [e.id for e in (await broker.history("flask", 10)).events] == [got.id]
     finally:
         for broker in brokers:
             await broker.close()

@@ -1,4 +1,5 @@
-"""The Redis broker's live link: authentication from the URL, refusal, bursts."""
+"""The Redis broker's raw links: the live link (authentication from the URL, refusal,
+bursts) and the command link the publish script runs on (pipelined, in step)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 
+import hiredis
 import pytest
 import redis.asyncio as redis
 
 from livefeed.brokers.redis import RedisBroker
 from livefeed.brokers.redis_layout import Layout
+from livefeed.brokers.redis_link import CommandLink, Endpoint, LinkError, command
 from livefeed.envelope import envelope_tail
 from livefeed.events import prepare
 from tests.backends.conftest import Collector
@@ -128,3 +131,85 @@ async def test_subscribes_abandoned_during_an_outage_leave_nothing_behind(
         assert broker._waiters == {}  # nothing kept per name asked for
     finally:
         await broker.close()
+
+
+async def test_the_command_link_answers_pipelined_calls_each_with_its_own_reply(
+    redis_server: RedisServer,
+) -> None:
+    link = await CommandLink.open(Endpoint.from_url(redis_server.url), 5.0)
+    try:
+        calls = [link.call(command("ECHO", f"reply {i}")) for i in range(200)]
+        assert await asyncio.gather(*calls) == [f"reply {i}".encode() for i in range(200)]
+    finally:
+        link.close()
+
+
+async def test_a_caller_that_stops_waiting_leaves_the_command_link_in_step(
+    redis_server: RedisServer,
+) -> None:
+    link = await CommandLink.open(Endpoint.from_url(redis_server.url), 5.0)
+    try:
+        abandoned = link.call(command("ECHO", "for nobody"))
+        abandoned.cancel()  # sent; its reply comes first and must go to no one
+        assert await link.call(command("ECHO", "mine")) == b"mine"
+        assert not link.closed.done()
+    finally:
+        link.close()
+
+
+async def test_an_error_reply_answers_its_own_call_and_the_link_goes_on(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    link = await CommandLink.open(Endpoint.from_url(redis_server.url), 5.0)
+    try:
+        key = f"{prefix}text"
+        assert await link.call(command("SET", key, "not a number")) == b"OK"
+        refused, after = await asyncio.gather(
+            link.call(command("INCR", key)), link.call(command("ECHO", "after"))
+        )
+        assert isinstance(refused, hiredis.ReplyError) and "not an integer" in str(refused)
+        assert after == b"after"
+    finally:
+        link.close()
+
+
+async def test_calls_waiting_when_the_command_link_ends_fail_and_later_ones_are_not_sent(
+    own_redis: RedisServer, prefix: str
+) -> None:
+    link = await CommandLink.open(Endpoint.from_url(own_redis.url), 5.0)
+    waiting = link.call(command("BLPOP", f"{prefix}never", 0))  # answered only by a push
+    own_redis.stop()
+    with pytest.raises(LinkError, match="closed the command link"):
+        await asyncio.wait_for(waiting, 10)
+    with pytest.raises(LinkError, match="not sent"):
+        link.call(command("PING"))
+
+
+async def test_the_command_link_authenticates_and_selects_the_database_of_the_url(
+    locked_redis: RedisServer, prefix: str
+) -> None:
+    url = locked_redis.url.removesuffix("/0") + "/2"
+    link = await CommandLink.open(Endpoint.from_url(url), 5.0)
+    try:
+        assert await link.call(command("SET", f"{prefix}where", "here")) == b"OK"
+    finally:
+        link.close()
+    client = redis.Redis.from_url(url)
+    try:
+        assert await client.get(f"{prefix}where") == b"here"
+    finally:
+        await client.aclose()
+
+
+async def test_a_publish_after_redis_forgot_the_script_sends_the_script_itself(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    async with live_broker(redis_server.url, prefix, "flask") as (broker, collect):
+        await broker.publish(prepare({"events": [story(["flask"], "before")]}), TS)
+        client = redis.Redis.from_url(redis_server.url)
+        await client.script_flush()
+        await client.aclose()
+        [[(_, after)]] = await broker.publish(prepare({"events": [story(["flask"], "after")]}), TS)
+        events = await collect.wait_for(2)
+        assert events[1].id == after
+        assert [e.id for e in (await broker.history("flask", 10)).events][-1] == after
