@@ -58,7 +58,14 @@ from livefeed.brokers.redis_layout import (
     publish_args,
     refusal,
 )
-from livefeed.brokers.redis_link import CommandLink, Endpoint, LinkError, LiveLink, command
+from livefeed.brokers.redis_link import (
+    CommandLink,
+    Endpoint,
+    LinkError,
+    LiveLink,
+    NotSent,
+    command,
+)
 from livefeed.envelope import Event
 from livefeed.errors import BrokerError, Unavailable
 from livefeed.events import PreparedBatch
@@ -156,6 +163,7 @@ class RedisBroker(Broker, PresenceStore):
         # first publish and again after it ends.
         self._commands: CommandLink | None = None
         self._connecting = asyncio.Lock()
+        self._closing = False
         self._settle_script = self._redis.register_script(SETTLE_LUA)
         self._since_script = self._redis.register_script(SINCE_LUA)
         self._presence_write = self._redis.register_script(PRESENCE_WRITE_LUA)
@@ -185,6 +193,7 @@ class RedisBroker(Broker, PresenceStore):
         for futures in self._waiters.values():
             for future in futures:
                 future.cancel()
+        self._closing = True
         if self._commands is not None:
             self._commands.close()
         with contextlib.suppress(Exception):
@@ -207,8 +216,12 @@ class RedisBroker(Broker, PresenceStore):
         lost: Exception
         try:
             reply = await self._run_publish(link, args)
-        except (LinkError, TimeoutError) as exc:  # sent, but the reply is lost or late
-            link.close()  # a late reply must not be taken for another call's
+        except NotSent as exc:  # nothing reached Redis (or only an EVALSHA it refused)
+            raise Unavailable(f"Redis did not accept the publish: {exc}") from None
+        except TimeoutError as exc:  # late: Redis busy, or the link dead without a word
+            self._retire(link)
+            lost = exc
+        except LinkError as exc:  # sent, and the link ended before its reply
             lost = exc
         else:
             if not isinstance(reply, hiredis.ReplyError):
@@ -217,7 +230,18 @@ class RedisBroker(Broker, PresenceStore):
             if isinstance(error, BrokerError):  # an operator must fix Redis's data
                 log.error("a publish was refused: %s", error.message)
             raise error
+        finally:
+            if link.retired:
+                link.retire()  # closes it once no call waits
         return await self._settle_publish(operation, lost)
+
+    def _retire(self, link: CommandLink) -> None:
+        """New publishes go to a new link; the calls waiting on this one keep it until
+        they are answered or give up (each times out on its own, as it would on a
+        connection of its own)."""
+        if self._commands is link:
+            self._commands = None
+        link.retire()
 
     async def _command_link(self) -> CommandLink:
         """The connected command link, connected anew if it ended. A failure here means
@@ -228,16 +252,22 @@ class RedisBroker(Broker, PresenceStore):
         async with self._connecting:  # concurrent publishes share one attempt
             link = self._commands
             if link is None or link.closed.done():
+                if self._closing:
+                    raise Unavailable("the broker is closed")
                 try:
                     link = await CommandLink.open(self._endpoint, CONNECT_WITHIN)
                 except LinkError as exc:
                     raise Unavailable(f"Redis did not accept the publish: {exc}") from None
+                if self._closing:  # closed while this connected: nobody would close it
+                    link.close()
+                    raise Unavailable("the broker is closed")
                 self._commands = link
         return link
 
     async def _run_publish(self, link: CommandLink, args: list[Any]) -> Any:
-        """The script's reply (an error reply as a value); raises ``LinkError`` or
-        ``TimeoutError`` when it was sent and its reply is lost."""
+        """The script's reply (an error reply as a value). Raises ``NotSent`` when it
+        never reached Redis, ``LinkError`` or ``TimeoutError`` when it was sent and its
+        reply is lost or late."""
         async with asyncio.timeout(self._timeout):
             reply = await link.call(command("EVALSHA", self._publish_sha, 0, *args))
             if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):

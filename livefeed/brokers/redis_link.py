@@ -33,7 +33,11 @@ from redis.asyncio.connection import SSLConnection, parse_url
 
 
 class LinkError(ConnectionError):
-    """The live link failed: refused, closed, or Redis answered with an error."""
+    """A link failed: refused, closed, or Redis answered with an error."""
+
+
+class NotSent(LinkError):
+    """A command was not sent: the link had ended, or was ending."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class RedisLink(asyncio.Protocol):
 
     async def hand_shake(self, endpoint: Endpoint) -> None:
         """Authenticate and select the database, as the URL says."""
+        if self.closed.done():  # lost while connecting: nothing would answer
+            raise self.closed.result()
         commands = []
         if endpoint.password is not None:
             user = (endpoint.username,) if endpoint.username else ()
@@ -113,12 +119,15 @@ class RedisLink(asyncio.Protocol):
             raise
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
+        """End the link now: ``closed`` is done when this returns."""
+        self._fail(LinkError(f"the {self.name} was closed"))
 
-    def _send(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+    def _send(self, data: bytes) -> bool:
+        """Write ``data``; False, having written nothing, if the link is ending."""
+        if self.closed.done() or self._transport is None or self._transport.is_closing():
+            return False
+        self._transport.write(data)
+        return True
 
     def _reply(self, reply: Any) -> None:
         """One reply after the handshake, in the order Redis sent them."""
@@ -156,7 +165,8 @@ class RedisLink(asyncio.Protocol):
             self._handshake.set_exception(error)
         if not self.closed.done():
             self.closed.set_result(error)
-        self.close()
+        if self._transport is not None:
+            self._transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -179,6 +189,8 @@ async def open_link(endpoint: Endpoint, within: float, factory: Callable[[], _Li
                     factory, endpoint.host, endpoint.port, ssl=endpoint.tls
                 )
             await link.hand_shake(endpoint)
+            if link.closed.done():  # lost right after the handshake (or with none)
+                raise link.closed.result()
     except LinkError:
         raise
     except TimeoutError:
@@ -242,13 +254,18 @@ class CommandLink(RedisLink):
     gets the reply (an error reply as a ``hiredis.ReplyError`` value), in call order. A
     caller that stops waiting leaves its future behind; its reply is read and dropped,
     so the link stays in step. When the link ends, every waiting call fails with the
-    :class:`LinkError`: each command was sent and its reply is lost."""
+    :class:`LinkError`: each command was sent and its reply is lost.
+
+    A link whose reply is late may be dead without a word (a peer gone, no reset), or
+    Redis may be busy: :meth:`retire` it, and it takes no new calls but keeps reading
+    for the calls still waiting on it, and closes once none is."""
 
     name = "command link"
 
     def __init__(self) -> None:
         super().__init__()
         self._waiting: deque[asyncio.Future[Any]] = deque()
+        self.retired = False
 
     @classmethod
     async def open(cls, endpoint: Endpoint, within: float) -> CommandLink:
@@ -256,14 +273,20 @@ class CommandLink(RedisLink):
         return await open_link(endpoint, within, cls)
 
     def call(self, packed: bytes) -> asyncio.Future[Any]:
-        """Send one command (see :func:`command`); raises :class:`LinkError`, having sent
-        nothing, if the link has ended."""
-        if self.closed.done():
-            raise LinkError(f"not sent: {self.closed.result()}")
+        """Send one command (see :func:`command`); raises :class:`NotSent`, having sent
+        nothing, if the link has ended or is retired."""
+        if self.retired or not self._send(packed):
+            reason = self.closed.result() if self.closed.done() else "retired"
+            raise NotSent(f"not sent on the {self.name}: {reason}")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append(future)
-        self._send(packed)
         return future
+
+    def retire(self) -> None:
+        """Take no new calls; close once no call waits (their replies then go nowhere)."""
+        self.retired = True
+        if all(future.done() for future in self._waiting):
+            self.close()
 
     def _reply(self, reply: Any) -> None:
         if not self._waiting:
@@ -272,6 +295,8 @@ class CommandLink(RedisLink):
         future = self._waiting.popleft()
         if not future.done():
             future.set_result(reply)
+        if self.retired:
+            self.retire()  # closes it once no call waits
 
     def _fail(self, error: LinkError) -> None:
         super()._fail(error)

@@ -23,6 +23,7 @@ from tests.backends.conftest import Collector
 from tests.support.clients import story
 from tests.support.redis_server import RedisServer
 from tests.support.relay import Relay
+from tests.support.timing import async_wait_until
 
 TS = 1764040000.125
 PUBLISH_SHA = hashlib.sha1(PUBLISH_LUA.encode()).hexdigest().encode()
@@ -202,3 +203,63 @@ async def test_a_batch_the_redis_user_may_not_publish_stores_nothing_and_says_wh
         await broker.close()
         await admin.execute_command("ACL", "DELUSER", user)
         await admin.aclose()
+
+
+async def test_a_late_publish_is_settled_alone_and_the_ones_in_flight_beside_it_answered(
+    redis_relay: Relay, prefix: str
+):
+    broker, collect = await watched_broker(redis_relay.url, prefix)  # replies due in 1 s
+    settled: list[Exception] = []
+    settle = broker._settle_publish
+
+    async def spy(operation: str, lost: Exception) -> list[list[tuple[str, str]]]:
+        settled.append(lost)
+        return await settle(operation, lost)
+
+    broker._settle_publish = spy  # type: ignore[method-assign]
+    redis_relay.hold_answers()  # Redis runs the scripts; their replies wait in the relay
+    late = asyncio.create_task(publish(broker, story(["flask"], "late")))
+    await async_wait_until(lambda: redis_relay.held_answers, what="the first reply held")
+    # Half a timeout later, so that this one is still within its own when replies flow.
+    await asyncio.sleep(0.5)
+    beside = asyncio.create_task(publish(broker, story(["flask"], "beside")))
+    await async_wait_until(lambda: settled, what="the first publish to time out")
+    redis_relay.release_answers()
+    [[(_, late_id)]] = await late  # settled: Redis did store it
+    [[(_, beside_id)]] = await beside  # answered on the link it was sent on
+    assert len(settled) == 1 and isinstance(settled[0], TimeoutError)
+    assert (await delivered_ids(broker, collect))[1:-1] == [late_id, beside_id]
+    await broker.close()
+
+
+async def test_a_publish_after_its_link_ended_goes_out_on_a_new_one(
+    redis_server: RedisServer, prefix: str
+):
+    broker, collect = await watched_broker(redis_server.url, prefix)
+    assert broker._commands is not None
+    broker._commands.close()  # as when Redis closes a client idle past its `timeout`
+    [[(_, event_id)]] = await publish(broker, story(["flask"], "after"))
+    assert (await delivered_ids(broker, collect))[1:-1] == [event_id]
+    await broker.close()
+
+
+async def test_closing_a_broker_while_it_connects_leaves_no_connection_behind(
+    redis_relay: Relay, own_redis: RedisServer, prefix: str
+):
+    # Database 1: connecting then waits for the answer to SELECT, which the relay holds.
+    broker = RedisBroker(redis_relay.url.removesuffix("/0") + "/1", prefix)
+    admin = aioredis.Redis.from_url(own_redis.url)
+    clients_before = len(await admin.client_list())
+    redis_relay.hold_answers()
+    publishing = asyncio.create_task(publish(broker, story(["flask"], "never")))
+    await async_wait_until(lambda: redis_relay.held_answers, what="the SELECT's answer held")
+    await broker.close()
+    redis_relay.release_answers()
+    with pytest.raises(Unavailable, match="the broker is closed"):
+        await publishing
+
+    async def closed_again() -> bool:
+        return len(await admin.client_list()) == clients_before
+
+    await async_wait_until(closed_again, what="the connection made meanwhile to be closed")
+    await admin.aclose()
