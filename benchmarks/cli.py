@@ -27,6 +27,7 @@ from benchmarks.procs import (
     cores_awake,
     loopback_acks_prompt,
     loopback_receive_on,
+    one_run_at_a_time,
     pin_self,
     raise_fd_limit,
 )
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     touch = not (args.smoke or args.report_only)
     steer = touch and args.loopback_receive == "steered"
     with (
+        one_run_at_a_time(touch),
         loopback_receive_on(LOAD_CORE if steer else None) as receive,
         loopback_acks_prompt(touch and args.client_acks == "prompt") as acks,
         cores_awake(touch and args.idle_cores == "poll") as idle,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -338,6 +339,34 @@ def loopback_acks_prompt(enabled: bool) -> Iterator[str]:
         except (OSError, subprocess.CalledProcessError) as exc:
             print(f"could not restore the 127.0.0.1 route ({exc}); run: {restore}",
                   file=sys.stderr, flush=True)  # fmt: skip
+
+
+RUN_LOCK = Path("/tmp/livefeed-benchmarks.lock")  # machine-wide, as the settings are
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(enabled: bool, lock: Path | None = None) -> Iterator[None]:
+    """Refuse to start while another run that sets the machine holds the lock. Two at
+    once measure each other, and the second takes the settings the first made for the
+    machine's own, and leaves them behind when it restores them."""
+    if not enabled:
+        yield
+        return
+    path = lock or RUN_LOCK
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise SystemExit(
+                f"another benchmark run (pid {holder}) is running on this machine; "
+                f"wait for it to end ({path})"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield  # the lock goes with the file's closing, even if this process dies
 
 
 CPU_DMA_LATENCY = Path("/dev/cpu_dma_latency")

@@ -161,3 +161,17 @@ def _target(fd: Path) -> str:
         return os.readlink(fd)
     except OSError:
         return ""
+
+
+def test_a_second_run_that_sets_the_machine_is_refused_while_one_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    lock = tmp_path / "runs.lock"
+    refused = pytest.raises(SystemExit, match=rf"another benchmark run \(pid {os.getpid()}\)")
+    with procs.one_run_at_a_time(True, lock):
+        with refused, procs.one_run_at_a_time(True, lock):
+            pass
+        with procs.one_run_at_a_time(False, lock):  # the smoke run sets nothing: not held
+            pass
+    with procs.one_run_at_a_time(True, lock):  # released when the first ended
+        pass
