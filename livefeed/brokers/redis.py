@@ -219,7 +219,9 @@ class RedisBroker(Broker, PresenceStore):
         except NotSent as exc:  # nothing reached Redis (or only an EVALSHA it refused)
             raise Unavailable(f"Redis did not accept the publish: {exc}") from None
         except TimeoutError as exc:  # late: Redis busy, or the link dead without a word
-            self._retire(link)
+            # New publishes get a new link; the calls waiting on this one keep it until
+            # each is answered or gives up, as each would on a connection of its own.
+            link.retire()
             lost = exc
         except LinkError as exc:  # sent, and the link ended before its reply
             lost = exc
@@ -230,28 +232,17 @@ class RedisBroker(Broker, PresenceStore):
             if isinstance(error, BrokerError):  # an operator must fix Redis's data
                 log.error("a publish was refused: %s", error.message)
             raise error
-        finally:
-            if link.retired:
-                link.retire()  # closes it once no call waits
         return await self._settle_publish(operation, lost)
-
-    def _retire(self, link: CommandLink) -> None:
-        """New publishes go to a new link; the calls waiting on this one keep it until
-        they are answered or give up (each times out on its own, as it would on a
-        connection of its own)."""
-        if self._commands is link:
-            self._commands = None
-        link.retire()
 
     async def _command_link(self) -> CommandLink:
         """The connected command link, connected anew if it ended. A failure here means
         nothing was sent: ``Unavailable``."""
         link = self._commands
-        if link is not None and not link.closed.done():
+        if link is not None and link.usable:
             return link
         async with self._connecting:  # concurrent publishes share one attempt
             link = self._commands
-            if link is None or link.closed.done():
+            if link is None or not link.usable:
                 if self._closing:
                     raise Unavailable("the broker is closed")
                 try:

@@ -282,9 +282,22 @@ class CommandLink(RedisLink):
         self._waiting.append(future)
         return future
 
+    @property
+    def usable(self) -> bool:
+        """Open and not retired: it takes new calls."""
+        return not self.retired and not self.closed.done()
+
     def retire(self) -> None:
-        """Take no new calls; close once no call waits (their replies then go nowhere)."""
+        """Take no new calls; close once no call waits (their replies then go nowhere),
+        whether each waiting call is answered, times out or is cancelled."""
         self.retired = True
+        waiting = [future for future in self._waiting if not future.done()]
+        for future in waiting:
+            future.add_done_callback(self._close_when_idle)
+        if not waiting:
+            self.close()
+
+    def _close_when_idle(self, _: asyncio.Future[Any]) -> None:
         if all(future.done() for future in self._waiting):
             self.close()
 
@@ -295,8 +308,6 @@ class CommandLink(RedisLink):
         future = self._waiting.popleft()
         if not future.done():
             future.set_result(reply)
-        if self.retired:
-            self.retire()  # closes it once no call waits
 
     def _fail(self, error: LinkError) -> None:
         super()._fail(error)
