@@ -50,6 +50,16 @@ async def live_broker(
         await broker.close()
 
 
+@contextlib.asynccontextmanager
+async def command_link(url: str) -> AsyncIterator[CommandLink]:
+    """A command link to ``url``, closed at the end."""
+    link = await CommandLink.open(Endpoint.from_url(url), 5.0)
+    try:
+        yield link
+    finally:
+        link.close()
+
+
 async def test_a_password_in_the_url_authenticates_the_live_link(
     locked_redis: RedisServer, prefix: str
 ) -> None:
@@ -136,32 +146,25 @@ async def test_subscribes_abandoned_during_an_outage_leave_nothing_behind(
 async def test_the_command_link_answers_pipelined_calls_each_with_its_own_reply(
     redis_server: RedisServer,
 ) -> None:
-    link = await CommandLink.open(Endpoint.from_url(redis_server.url), 5.0)
-    try:
+    async with command_link(redis_server.url) as link:
         calls = [link.call(command("ECHO", f"reply {i}")) for i in range(200)]
         assert await asyncio.gather(*calls) == [f"reply {i}".encode() for i in range(200)]
-    finally:
-        link.close()
 
 
 async def test_a_caller_that_stops_waiting_leaves_the_command_link_in_step(
     redis_server: RedisServer,
 ) -> None:
-    link = await CommandLink.open(Endpoint.from_url(redis_server.url), 5.0)
-    try:
+    async with command_link(redis_server.url) as link:
         abandoned = link.call(command("ECHO", "for nobody"))
         abandoned.cancel()  # sent; its reply comes first and must go to no one
         assert await link.call(command("ECHO", "mine")) == b"mine"
         assert not link.closed.done()
-    finally:
-        link.close()
 
 
 async def test_an_error_reply_answers_its_own_call_and_the_link_goes_on(
     redis_server: RedisServer, prefix: str
 ) -> None:
-    link = await CommandLink.open(Endpoint.from_url(redis_server.url), 5.0)
-    try:
+    async with command_link(redis_server.url) as link:
         key = f"{prefix}text"
         assert await link.call(command("SET", key, "not a number")) == b"OK"
         refused, after = await asyncio.gather(
@@ -169,8 +172,6 @@ async def test_an_error_reply_answers_its_own_call_and_the_link_goes_on(
         )
         assert isinstance(refused, hiredis.ReplyError) and "not an integer" in str(refused)
         assert after == b"after"
-    finally:
-        link.close()
 
 
 async def test_calls_waiting_when_the_command_link_ends_fail_and_later_ones_are_not_sent(
@@ -189,11 +190,8 @@ async def test_the_command_link_authenticates_and_selects_the_database_of_the_ur
     locked_redis: RedisServer, prefix: str
 ) -> None:
     url = locked_redis.url.removesuffix("/0") + "/2"
-    link = await CommandLink.open(Endpoint.from_url(url), 5.0)
-    try:
+    async with command_link(url) as link:
         assert await link.call(command("SET", f"{prefix}where", "here")) == b"OK"
-    finally:
-        link.close()
     client = redis.Redis.from_url(url)
     try:
         assert await client.get(f"{prefix}where") == b"here"
