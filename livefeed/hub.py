@@ -2,8 +2,8 @@
 
 An event runs: broker reader -> :meth:`Hub.on_event` -> the channel's batch for
 this pass of the event loop -> at the end of the pass, each live subscriber's
-``writer`` (the batch's WebSocket bytes straight to its socket) or, when it has none
-right now, its ``sink``, which only writes or enqueues. Every subscriber gets the
+``writer`` (the batch's WebSocket bytes sent straight on its socket) or, when it has
+none right now, its ``sink``, which only writes or enqueues. Every subscriber gets the
 same :class:`Batch` (so the same bytes: a burst of events is one joined write per
 connection, joined once). Nothing here awaits per subscriber.
 
@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from livefeed import metrics
 from livefeed.brokers.base import Broker, HistoryPage
@@ -42,14 +42,25 @@ RETRY_EVERY = 0.5  # seconds between history reads while the broker is away
 WARN_EVERY = 60.0  # seconds between warnings of a history read failing with the link up
 
 
+class Writer(NamedTuple):
+    """How a batch's WebSocket bytes go straight to one connection: ``send`` hands them
+    to the socket and returns how many it took (an ``OSError`` means none: the socket
+    is full, reset or closed); ``rest(data, taken)`` then takes care of the rest, in
+    order (buffers it, or drops it if the connection is closing). One C call per
+    subscriber while its socket keeps up, no Python frame."""
+
+    send: Callable[[bytes], int]
+    rest: Callable[[bytes, int], None]
+
+
 class Subscriber(Protocol):
     @property
     def sink(self) -> Callable[[Batch], None]:
         """Takes a batch of live events; must not block or await."""
 
     @property
-    def writer(self) -> Callable[[bytes], None] | None:
-        """Writes a batch's :attr:`Batch.ws_bytes` to the connection, while that is all
+    def writer(self) -> Writer | None:
+        """Sends a batch's :attr:`Batch.ws_bytes` on the connection, while that is all
         :attr:`sink` would do with the batch; else None. When it changes, the
         subscriber calls :meth:`Hub.refresh` for each of its channels."""
 
@@ -57,7 +68,7 @@ class Subscriber(Protocol):
         """End the subscriber's connection (it then leaves its channels)."""
 
 
-_Fanout = tuple[tuple[Callable[[bytes], None], ...], tuple[Callable[[Batch], None], ...]]
+_Fanout = tuple[tuple[Writer, ...], tuple[Callable[[Batch], None], ...]]
 
 
 class _Channel:
@@ -77,9 +88,9 @@ class _Channel:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        # Live subscribers, by how they take a batch: its WebSocket bytes written straight
-        # to their socket (a call without the sink's Python frame), or their sink.
-        self.writers: dict[Subscriber, Callable[[bytes], None]] = {}
+        # Live subscribers, by how they take a batch: its WebSocket bytes sent straight
+        # on their socket (a call without the sink's Python frame), or their sink.
+        self.writers: dict[Subscriber, Writer] = {}
         self.queued: dict[Subscriber, Callable[[Batch], None]] = {}
         # Both as tuples for the fan-out (a tuple iterates faster than a dict), rebuilt
         # lazily so that joining stays O(1) when thousands connect at once.
@@ -217,11 +228,20 @@ class Hub:
         # A subscriber whose delivery fails (a bug) is closed to resume from history;
         # the others go on. (A `try` costs nothing until it catches, since Python 3.11.)
         writers, sinks = channel.fanout or channel.route()
-        for write in writers:
+        size = len(data)
+        for send, rest in writers:
             try:
-                write(data)
+                taken = send(data)
+            except OSError:  # full, reset or closed: rest() knows which, and what to do
+                taken = 0
             except Exception:
-                Hub._failed(channel, write)
+                Hub._failed(channel, send)
+                continue
+            if taken != size:
+                try:
+                    rest(data, taken)
+                except Exception:
+                    Hub._failed(channel, send)
         for sink in sinks:
             try:
                 sink(batch)
@@ -229,11 +249,13 @@ class Hub:
                 Hub._failed(channel, sink)
 
     @staticmethod
-    def _failed(channel: _Channel, deliver: Callable[..., None]) -> None:
+    def _failed(channel: _Channel, deliver: Callable[..., Any]) -> None:
         log.exception("a delivery on channel %s failed; closing its subscriber", channel.name)
-        for subscriber, own in [*channel.writers.items(), *channel.queued.items()]:
-            if own == deliver:
-                subscriber.close(CloseCode.INTERNAL_ERROR, "internal error")
+        # (copies: closing a subscriber changes the maps)
+        failed = [s for s, writer in channel.writers.items() if writer.send == deliver]
+        failed += [s for s, sink in channel.queued.items() if sink == deliver]
+        for subscriber in failed:
+            subscriber.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     # Joining and leaving -----------------------------------------------------
 

@@ -23,7 +23,7 @@ from livefeed.auth import Access
 from livefeed.config import Settings
 from livefeed.envelope import Batch, Event
 from livefeed.history import IdKey, parse_id
-from livefeed.hub import Hub
+from livefeed.hub import Hub, Writer
 from livefeed.limits import FrameRateLimit
 from livefeed.presence import Presence
 from livefeed.protocol import CloseCode, ErrorCode, FrameError
@@ -41,8 +41,8 @@ class Outbox(Protocol):
         """Queue a batch of live events of one channel; as :meth:`send_event`."""
 
     @property
-    def writer(self) -> Callable[[bytes], None] | None:
-        """Writes a batch's WebSocket bytes straight to the socket, while that is all
+    def writer(self) -> Writer | None:
+        """Sends a batch's WebSocket bytes straight on the socket, while that is all
         :meth:`send_batch` would do (the connection is open and not backed up); else
         None, always for an outbox that queues."""
 
@@ -123,7 +123,7 @@ class Session:
     # Hub and presence side -----------------------------------------------------
 
     @property
-    def writer(self) -> Callable[[bytes], None] | None:
+    def writer(self) -> Writer | None:
         return self._outbox.writer
 
     def _writer_changed(self) -> None:

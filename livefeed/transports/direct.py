@@ -9,6 +9,14 @@ writes each event's frame, encoded once per process (:attr:`Event.ws_frame`),
 straight to the transport: no ``await`` and no task per subscriber per event, and
 the frame bytes are shared by every subscriber (server frames are unmasked).
 
+On a plain TCP (or Unix) connection the hub's writes skip the transport too: they
+are ``send`` calls on a duplicate of the connection's descriptor, made only while
+the transport has nothing buffered (its high-water mark is 0, so a single byte
+buffered pauses it and the outbox takes over), and what a send does not take goes
+to the transport, behind which everything else then waits. That is one C call per
+subscriber per batch, and the kernel's ``send`` path rather than ``write``'s.
+TLS connections keep the transport's ``write``.
+
 It is also what makes the slow-consumer rule exact: frames that cannot be written
 because the socket is backed up wait in a bounded list, and past the limit the
 connection gets its 4008 close frame and is cut, without waiting on the client.
@@ -18,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -28,6 +38,7 @@ from websockets.protocol import State
 
 from livefeed.envelope import Batch, Event
 from livefeed.history import IdKey
+from livefeed.hub import Writer
 from livefeed.protocol import CloseCode, ws_text_frame
 from livefeed.session import count_close
 from livefeed.transports.keepalive import PING_FRAME, Keepalive
@@ -303,16 +314,44 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             self.close_timer = self.loop.call_later(ABORT_AFTER, self.transport.abort)
 
 
+def raw_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
+    """A non-blocking duplicate of a plain (not TLS) connection's socket, or None.
+
+    A duplicate, not the transport's own descriptor: once the transport closes it, its
+    number can go to a new connection at once, and a send on it would reach the wrong
+    client. The duplicate keeps the socket itself open until :meth:`DirectOutbox.stop`
+    closes it (the last step of every way a connection ends)."""
+    if transport.get_extra_info("sslcontext") is not None:
+        return None
+    own = transport.get_extra_info("socket")
+    if own is None:
+        return None
+    try:
+        fd = os.dup(own.fileno())
+    except OSError:  # out of descriptors: the transport's write does
+        return None
+    try:
+        raw = socket.socket(fileno=fd)
+        raw.setblocking(False)
+    except OSError:
+        os.close(fd)
+        return None
+    return raw
+
+
 class DirectOutbox:
     """Frames to one subscriber, written to its socket as they come. While the socket
     is backed up they wait here, bounded: past ``max_frames`` waiting, or
     ``max_bytes`` waiting plus buffered, the connection is closed with 4008.
 
-    The hot path is :attr:`writer`, the transport's own ``write``, which the hub calls
-    with bytes shared with every other subscriber while the socket is clear; when it
-    backs up (or the connection ends) the writer goes, and the hub is told, before
-    anything else can be written (``pause_writing`` comes from inside the write), so
-    from then on frames come through :meth:`send_batch` and wait in order.
+    The hot path is :attr:`writer`: the ``send`` of a duplicate of the connection's
+    socket (see :func:`raw_socket`), which the hub calls with bytes shared with every
+    other subscriber while the socket is clear. What a send does not take goes to the
+    transport (:meth:`_rest`), which buffers it and pauses: the writer goes, and the
+    hub is told, before anything else can be written (``pause_writing`` comes from
+    inside the transport's ``write``), so from then on frames come through
+    :meth:`send_batch` and wait in order. On TLS there is no writer: batches come
+    through :meth:`send_batch` and the transport's ``write``.
     """
 
     __slots__ = (
@@ -321,10 +360,12 @@ class DirectOutbox:
         "_max_bytes",
         "_max_frames",
         "_protocol",
+        "_raw",
         "_waiting",
         "_waiting_bytes",
         "_waiting_frames",
         "_write",
+        "_writer",
         "_writer_changed",
     )
 
@@ -333,7 +374,10 @@ class DirectOutbox:
         # form (protocol -> outbox -> protocol), so a closed connection is freed by
         # reference counting, not left for a full garbage collection.
         self._protocol: DirectWebSocketProtocol | None = protocol
-        self._write = protocol.transport.write
+        transport = protocol.transport
+        self._write = transport.write
+        self._raw = raw_socket(transport)
+        self._writer = None if self._raw is None else Writer(self._raw.send, self._rest)
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._clear = not protocol.direct_paused  # write straight through
@@ -343,14 +387,18 @@ class DirectOutbox:
         self._drained: asyncio.Event | None = None  # made only if a replay has to wait
         self._writer_changed: Callable[[], None] | None = None
         protocol.outbox = self
+        if self._raw is not None:
+            # Raw sends must never overtake bytes the transport holds: with a high-water
+            # mark of 0, any byte it holds pauses it, and the writer goes until it drains.
+            transport.set_write_buffer_limits(high=0)
 
     @property
     def closed(self) -> bool:
         return self._protocol is None or not self._protocol.direct_open
 
     @property
-    def writer(self) -> Callable[[bytes], None] | None:
-        return self._write if self._clear else None
+    def writer(self) -> Writer | None:
+        return self._writer if self._clear else None
 
     def on_writer_change(self, changed: Callable[[], None]) -> None:
         self._writer_changed = changed
@@ -360,6 +408,15 @@ class DirectOutbox:
             self._clear = clear
             if self._writer_changed is not None:
                 self._writer_changed()
+
+    def _rest(self, data: bytes, taken: int) -> None:
+        """What a raw send did not take: to the transport, which buffers it and pauses
+        (or, if the socket failed, ends the connection its own way). Dropped once the
+        connection is closing (the hub's batch may still reach a stopped outbox)."""
+        protocol = self._protocol
+        if protocol is None or not protocol.direct_open:
+            return
+        self._write(data[taken:] if taken else data)
 
     def send_batch(self, batch: Batch) -> None:
         if self._clear:
@@ -430,6 +487,9 @@ class DirectOutbox:
         self._set_clear(False)
         self._writer_changed = None  # (a cycle through the session, broken)
         self._protocol = None
+        if self._raw is not None:
+            self._raw.close()  # a send still in the hub's hands now raises: nothing sent
+            self._raw = self._writer = None
         self._waiting, self._waiting_frames, self._waiting_bytes = [], 0, 0
         if self._drained is not None:
             self._drained.set()

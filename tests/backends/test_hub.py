@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import NamedTuple
 
 import pytest
@@ -16,7 +16,7 @@ from livefeed.brokers.redis_layout import Layout
 from livefeed.envelope import Batch, Event
 from livefeed.events import prepare
 from livefeed.history import parse_id
-from livefeed.hub import Hub
+from livefeed.hub import Hub, Writer
 from tests.backends.conftest import MakeBroker
 from tests.support.clients import story
 from tests.support.redis_server import RedisServer
@@ -148,36 +148,50 @@ async def test_a_burst_is_handed_over_as_one_batch_per_pass(make_broker: MakeBro
 
 
 class BackingUp(Recorder):
-    """A subscriber with a writer, as a direct WebSocket outbox: its socket backs up
-    after ``room`` writes, and it tells the hub from inside that write, as
-    ``pause_writing`` does."""
+    """A subscriber with a writer, as a direct WebSocket outbox: its socket takes
+    ``room`` whole writes, then only ``last_takes`` bytes of the next one (``None``:
+    that send fails, as a full or reset socket's does), and it tells the hub from
+    inside the transport's write of the rest, as ``pause_writing`` does."""
 
-    def __init__(self, hub: Hub, tool: str, room: int) -> None:
+    def __init__(self, hub: Hub, tool: str, room: int, last_takes: int | None = None) -> None:
         super().__init__()
-        self.written: list[bytes] = []
-        self._hub, self._tool, self._room = hub, tool, room
+        self.written: list[bytes] = []  # what the socket took, send by send
+        self.rest: list[bytes] = []  # what the transport was left to buffer
+        self._hub, self._tool, self._room, self._last_takes = hub, tool, room, last_takes
+        self._clear = True
 
     @property
-    def writer(self) -> Callable[[bytes], None] | None:  # type: ignore[override]
-        return self._write if len(self.written) < self._room else None
+    def writer(self) -> Writer | None:  # type: ignore[override]
+        return Writer(self._send, self._rest) if self._clear else None
 
-    def _write(self, data: bytes) -> None:
-        self.written.append(data)
-        if len(self.written) == self._room:
-            self._hub.refresh(self._tool, self)
+    def _send(self, data: bytes) -> int:
+        if len(self.written) < self._room:
+            self.written.append(data)
+            return len(data)
+        if self._last_takes is None:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        self.written.append(data[: self._last_takes])
+        return self._last_takes
+
+    def _rest(self, data: bytes, taken: int) -> None:
+        self.rest.append(data[taken:])
+        self._clear = False
+        self._hub.refresh(self._tool, self)
 
     def drained(self) -> None:
         self._room = len(self.written) + 1000
+        self._clear = True
         self._hub.refresh(self._tool, self)
 
 
-async def test_a_subscriber_whose_socket_backs_up_gets_batches_through_its_sink(
-    make_broker: MakeBroker,
+@pytest.mark.parametrize("last_takes", [10, 0, None], ids=["part", "nothing", "raises"])
+async def test_a_subscriber_whose_socket_backs_up_gets_the_rest_then_batches_through_its_sink(
+    make_broker: MakeBroker, last_takes: int | None
 ):
     broker = make_broker()
     await broker.start()
     hub = Hub(broker, history_size=1000)
-    direct, queued = BackingUp(hub, "flask", room=2), Recorder()
+    direct, queued = BackingUp(hub, "flask", room=2, last_takes=last_takes), Recorder()
     await join(hub, "flask", direct)
     await join(hub, "flask", queued)
 
@@ -188,15 +202,49 @@ async def test_a_subscriber_whose_socket_backs_up_gets_batches_through_its_sink(
 
     for _ in range(4):
         await publish_one()
-    # Two writes of the shared bytes, then the sink from the batch after the one whose
-    # write backed the socket up.
-    assert direct.written == [b.ws_bytes for b in queued.batches[:2]]
+    # Two sends of the shared bytes; the third send takes part (or none) of its batch
+    # and the transport is left the rest, in order; from the next batch on, the sink.
+    third = queued.batches[2].ws_bytes
+    assert direct.written[:2] == [b.ws_bytes for b in queued.batches[:2]]
     assert direct.written[0] is queued.batches[0].ws_bytes
-    assert direct.batches == queued.batches[2:]
+    assert b"".join(direct.written[2:]) + b"".join(direct.rest) == third
+    assert direct.rest and direct.rest[0] == third[last_takes or 0 :]
+    assert direct.batches == queued.batches[3:]
+    assert direct.closed is None
     direct.drained()
     await publish_one()
-    assert direct.written[2] is queued.batches[4].ws_bytes
-    assert len(direct.batches) == 2
+    assert direct.written[-1] is queued.batches[4].ws_bytes
+    assert len(direct.batches) == 1
+    await hub.close()
+
+
+class BrokenWriter(Recorder):
+    """A subscriber whose writer fails with a bug, not a socket error."""
+
+    @property
+    def writer(self) -> Writer | None:  # type: ignore[override]
+        return Writer(self._send, self._rest)
+
+    def _send(self, data: bytes) -> int:
+        raise ValueError("a bug")
+
+    def _rest(self, data: bytes, taken: int) -> None:
+        raise AssertionError("not reached")
+
+
+async def test_a_writer_that_fails_with_a_bug_closes_its_subscriber_and_no_other(
+    make_broker: MakeBroker,
+):
+    broker = make_broker()
+    await broker.start()
+    hub = Hub(broker, history_size=1000)
+    broken, fine = BrokenWriter(), BackingUp(hub, "flask", room=10)
+    await join(hub, "flask", broken)
+    await join(hub, "flask", fine)
+    await broker.publish(prepare(story(["flask"])), 1.0)
+    await async_wait_until(lambda: broken.closed is not None, what="the broken one to close")
+    assert broken.closed == (1011, "internal error")
+    assert len(fine.written) == 1 and fine.closed is None
     await hub.close()
 
 

@@ -1,0 +1,108 @@
+"""The hub sends on a duplicate of each plain WebSocket's descriptor (raw sends, see
+livefeed/transports/direct.py): the duplicate lives exactly as long as its connection,
+however that ends. Ordering and the 4008 limit under backed-up sockets are in
+test_limits.py (a lagging consumer gets every event in order; a stalled one is closed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+from collections import Counter
+
+from tests.conftest import StartServer
+from tests.support.clients import WsClient, publish_ok, story, unique_tool
+from tests.support.server import ServerProcess
+from tests.support.timing import TIMEOUT, async_wait_until
+
+_LISTEN = "0A"  # /proc/net/tcp state
+
+
+def descriptors_per_connection(server: ServerProcess) -> Counter[int]:
+    """For each connection the server accepted (keyed by the client's port): how many of
+    the server's descriptors refer to its socket."""
+    assert server.process is not None
+    pid = server.process.pid
+    inode_to_client: dict[str, int] = {}
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+                if state != _LISTEN and int(local.rsplit(":", 1)[1], 16) == server.port:
+                    inode_to_client[inode] = int(remote.rsplit(":", 1)[1], 16)
+    counts: Counter[int] = Counter()
+    fd_dir = f"/proc/{pid}/fd"
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except FileNotFoundError:  # closed while listing
+            continue
+        if target.startswith("socket:["):
+            client = inode_to_client.get(target[8:-1])
+            if client is not None:
+                counts[client] += 1
+    return counts
+
+
+def client_port(client: WsClient) -> int:
+    port: int = client.connection.transport.get_extra_info("sockname")[1]
+    return port
+
+
+async def test_each_connections_duplicate_descriptor_ends_with_it_however_it_ends(
+    start_server: StartServer,
+):
+    server = start_server()
+    tool = unique_tool()
+    clients = [await WsClient.open(server.ws_url, tools=tool) for _ in range(4)]
+    for client in clients:
+        await client.welcome()
+        await client.expect("subscribed")
+    await publish_ok(server.url, story([tool], "first"))
+    for client in clients:
+        assert (await client.events(1))[0]["data"]["title"] == "first"
+    ports = [client_port(client) for client in clients]
+    # Two descriptors each: the transport's and the one the hub sends on.
+    assert {port: descriptors_per_connection(server)[port] for port in ports} == dict.fromkeys(
+        ports, 2
+    )
+
+    clean, aborted, reset, staying = clients
+    await clean.close()  # the closing handshake
+    aborted.connection.transport.abort()  # a FIN with no close frame
+    # A reset (RST): the server's next send on it fails, or its read sees it first.
+    raw = reset.connection.transport.get_extra_info("socket")
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reset.connection.transport.abort()
+    await publish_ok(server.url, story([tool], "second"))
+    assert (await staying.events(1))[0]["data"]["title"] == "second"
+
+    def only_staying_left() -> bool:
+        held = descriptors_per_connection(server)
+        return all(held[port] == 0 for port in ports[:3])
+
+    await async_wait_until(only_staying_left, what="the ended connections' descriptors")
+    assert descriptors_per_connection(server)[ports[3]] == 2
+    await staying.close()
+    await async_wait_until(
+        lambda: descriptors_per_connection(server)[ports[3]] == 0,
+        what="the last connection's descriptors",
+    )
+
+
+async def test_a_server_closing_a_connection_closes_its_duplicate_too(start_server: StartServer):
+    server = start_server({"LIVEFEED_MAX_SUBSCRIPTIONS": "1"})
+    client = await WsClient.open(server.ws_url, tools=unique_tool())
+    await client.welcome()
+    await client.expect("subscribed")
+    port = client_port(client)
+    assert descriptors_per_connection(server)[port] == 2
+    await client.send("x" * 5000)  # over the frame limit: the server closes with 1009
+    assert await client.closed_with() == 1009
+    await async_wait_until(
+        lambda: descriptors_per_connection(server)[port] == 0, what="the descriptors to go"
+    )
+    await asyncio.wait_for(client.close(), TIMEOUT)
