@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import socket
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -314,13 +315,25 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
             self.close_timer = self.loop.call_later(ABORT_AFTER, self.transport.abort)
 
 
+def _raw_descriptor_ceiling() -> int:
+    """Duplicates are made only below half the process's descriptor limit: a dup costs
+    a descriptor per connection, and above that the rest of the limit is kept for
+    connections themselves (which then send through their transport)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 30 if soft == resource.RLIM_INFINITY else soft // 2
+
+
+RAW_DESCRIPTOR_CEILING = _raw_descriptor_ceiling()
+
+
 def raw_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
     """A non-blocking duplicate of a plain (not TLS) connection's socket, or None.
 
     A duplicate, not the transport's own descriptor: once the transport closes it, its
     number can go to a new connection at once, and a send on it would reach the wrong
     client. The duplicate keeps the socket itself open until :meth:`DirectOutbox.stop`
-    closes it (the last step of every way a connection ends)."""
+    closes it (the last step of every way a connection ends). None also when
+    descriptors run short (see :func:`_raw_descriptor_ceiling`)."""
     if transport.get_extra_info("sslcontext") is not None:
         return None
     own = transport.get_extra_info("socket")
@@ -328,10 +341,14 @@ def raw_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
         return None
     try:
         fd = os.dup(own.fileno())
-    except OSError:  # out of descriptors: the transport's write does
+    except OSError:
+        return None
+    if fd >= RAW_DESCRIPTOR_CEILING:
+        os.close(fd)
         return None
     try:
-        raw = socket.socket(fileno=fd)
+        # family, type and protocol given: no getsockopt calls to find them out
+        raw = socket.socket(own.family, own.type, 0, fileno=fd)
         raw.setblocking(False)
     except OSError:
         os.close(fd)

@@ -11,9 +11,14 @@ import socket
 import struct
 from collections import Counter
 
+import pytest
+
+from livefeed.config import Settings
+from livefeed.transports import direct
 from tests.conftest import StartServer
 from tests.support.clients import WsClient, publish_ok, story, unique_tool
-from tests.support.server import ServerProcess
+from tests.support.ports import free_port
+from tests.support.server import PUBLISH_KEY, ServerProcess, serve_in_process
 from tests.support.timing import TIMEOUT, async_wait_until
 
 _LISTEN = "0A"  # /proc/net/tcp state
@@ -23,7 +28,11 @@ def descriptors_per_connection(server: ServerProcess) -> Counter[int]:
     """For each connection the server accepted (keyed by the client's port): how many of
     the server's descriptors refer to its socket."""
     assert server.process is not None
-    pid = server.process.pid
+    return descriptors_of(server.process.pid, server.port)
+
+
+def descriptors_of(pid: int, port: int) -> Counter[int]:
+    """As :func:`descriptors_per_connection`, for process ``pid`` listening on ``port``."""
     inode_to_client: dict[str, int] = {}
     for table in ("tcp", "tcp6"):
         with open(f"/proc/{pid}/net/{table}") as lines:
@@ -31,7 +40,7 @@ def descriptors_per_connection(server: ServerProcess) -> Counter[int]:
             for line in lines:
                 fields = line.split()
                 local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
-                if state != _LISTEN and int(local.rsplit(":", 1)[1], 16) == server.port:
+                if state != _LISTEN and int(local.rsplit(":", 1)[1], 16) == port:
                     inode_to_client[inode] = int(remote.rsplit(":", 1)[1], 16)
     counts: Counter[int] = Counter()
     fd_dir = f"/proc/{pid}/fd"
@@ -106,3 +115,21 @@ async def test_a_server_closing_a_connection_closes_its_duplicate_too(start_serv
         lambda: descriptors_per_connection(server)[port] == 0, what="the descriptors to go"
     )
     await asyncio.wait_for(client.close(), TIMEOUT)
+
+
+async def test_past_the_descriptor_ceiling_a_connection_sends_through_its_transport(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    # As if the process had used half its descriptor limit: no duplicate is made, and
+    # the connection is served all the same, on one descriptor.
+    monkeypatch.setattr(direct, "RAW_DESCRIPTOR_CEILING", 0)
+    settings = Settings(port=free_port(), publish_keys=(PUBLISH_KEY,), log_level="warning")
+    async with serve_in_process(settings) as address:
+        tool = unique_tool()
+        client = await WsClient.open(f"ws://{address}/ws", tools=tool)
+        await client.welcome()
+        await client.expect("subscribed")
+        await publish_ok(f"http://{address}", story([tool], "through the transport"))
+        assert (await client.events(1))[0]["data"]["title"] == "through the transport"
+        assert descriptors_of(os.getpid(), settings.port)[client_port(client)] == 1
+        await client.close()
