@@ -433,7 +433,7 @@ class DirectOutbox:
         protocol = self._protocol
         if protocol is None or not protocol.direct_open:
             return
-        self._write(data[taken:] if taken else data)
+        self._write(data[taken:])  # (bytes: [0:] is the same object, no copy)
 
     def send_batch(self, batch: Batch) -> None:
         if self._clear:
