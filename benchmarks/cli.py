@@ -24,6 +24,7 @@ from benchmarks.procs import (
     LOAD_CORE,
     SERVER_CORE,
     arrival_stamp_point,
+    core_cleared,
     cores_awake,
     loopback_acks_prompt,
     loopback_receive_on,
@@ -61,6 +62,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="keep idle cores polling, not halted, for the run (holds "
                         "/dev/cpu_dma_latency at 0, needs root; lifted when the run ends), "
                         "or leave the kernel's idle states alone")  # fmt: skip
+    parser.add_argument("--server-core", choices=("cleared", "shared"), default="cleared",
+                        help="move the machine's other threads (services, kernel threads "
+                        "that may move) off the servers' core for the run, needs root; "
+                        "given back after; or leave them free to run there")  # fmt: skip
     parser.add_argument("--report-only", action="store_true",
                         help="re-render RESULTS.md from results.json")  # fmt: skip
     return parser.parse_args(argv)
@@ -238,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         loopback_receive_on(LOAD_CORE if steer else None) as receive,
         loopback_acks_prompt(touch and args.client_acks == "prompt") as acks,
         cores_awake(touch and args.idle_cores == "poll") as idle,
+        core_cleared(SERVER_CORE if touch and args.server_core == "cleared" else None) as core,
     ):
-        settings = {"loopback_receive": receive, "client_acks": acks, "idle_cores": idle}
+        settings = {
+            "loopback_receive": receive,
+            "client_acks": acks,
+            "idle_cores": idle,
+            "server_core": core,
+        }
         return loop.run(main_async(args, settings))

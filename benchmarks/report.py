@@ -352,6 +352,8 @@ def _versions(results: dict[str, Any]) -> list[str]:
             run += ", idle cores polling"
         elif "halting" in peer.get("idle_cores", ""):
             run += ", idle cores halting"
+        if "cleared" in peer.get("server_core", ""):
+            run += ", server core cleared"
         lines.append(f"| {peer['label']} | {peer.get('date', '—')} ({run}) "
                      f"| {versions or peer.get('missing', '')} |")  # fmt: skip
     return lines
@@ -385,7 +387,8 @@ def render(results: dict[str, Any]) -> str:
         f"{meta.get('os', '?')}, Linux {meta.get('kernel', '?')}, TCP congestion control "
         f"{meta.get('congestion_control', '?')}",
         f"- Pinning: {meta.get('pinning', '?')}; every server is one process "
-        "(two in scale-out) with its Redis backend on",
+        "(two in scale-out) with its Redis backend on; the server's core: "
+        f"{meta.get('server_core', 'shared with other threads')}",
         "- The clients' loopback TCP receive work: "
         f"{meta.get('loopback_receive', 'kernel default')}; the clients' ACKs: "
         f"{meta.get('client_acks', 'kernel default (delayed)')}; idle cores: "

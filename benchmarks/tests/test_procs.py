@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 
 from benchmarks import procs
 
+PF_NO_SETAFFINITY = 0x04000000  # in /proc/<pid>/stat flags: the kernel sets its cores
 ROUTE = "local 127.0.0.1 dev lo proto kernel scope host src 127.0.0.1"
 
 
@@ -175,3 +177,51 @@ def test_a_second_run_that_sets_the_machine_is_refused_while_one_holds_the_lock(
             pass
     with procs.one_run_at_a_time(True, lock):  # released when the first ended
         pass
+
+
+def _kernel_worker_that_refuses_to_move() -> int:
+    """An unbound kernel worker: free to run on every core, but set by the kernel alone."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            flags = int(stat.read_text().rsplit(")", 1)[1].split()[6])
+            tid = int(stat.parent.name)
+            if flags & PF_NO_SETAFFINITY and len(os.sched_getaffinity(tid)) > 1:
+                return tid
+    raise AssertionError("no unbound kernel worker on this machine")
+
+
+def test_other_threads_leave_the_servers_core_for_the_run_and_get_their_cores_back() -> None:
+    assert {0, 1} <= os.sched_getaffinity(0), "the suite runs on a machine of 2 cores or more"
+    free = subprocess.Popen(["sleep", "60"])
+    pinned = subprocess.Popen(["sleep", "60"])
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    try:
+        os.sched_setaffinity(free.pid, {0, 1})
+        os.sched_setaffinity(pinned.pid, {0})
+        worker = _kernel_worker_that_refuses_to_move()
+        cores_of_worker = os.sched_getaffinity(worker)
+        tids = [free.pid, pinned.pid, ended.pid, worker]
+        with procs.core_cleared(0, lambda: tids) as setting:
+            assert os.sched_getaffinity(free.pid) == {1}
+            assert os.sched_getaffinity(pinned.pid) == {0}  # pinned there by its owner
+            assert os.sched_getaffinity(worker) == cores_of_worker
+            assert setting == "cleared: 1 other threads moved off it for the run (1 refused)"
+        assert os.sched_getaffinity(free.pid) == {0, 1}
+        assert os.sched_getaffinity(pinned.pid) == {0}
+    finally:
+        for child in (free, pinned):
+            child.kill()
+            child.wait()
+
+
+def test_the_servers_core_left_shared_when_asked() -> None:
+    listed: list[str] = []
+
+    def threads() -> list[int]:
+        listed.append("listed")
+        return [os.getpid()]
+
+    with procs.core_cleared(None, threads) as setting:
+        assert setting == "shared with other threads"
+    assert not listed  # not even looked at
