@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from benchmarks.wsclient import Dialect, State, Subscriber, open_stamped
@@ -214,6 +214,31 @@ class Fleet:
         size = len(self.subscribers)
         for index, sub in enumerate(self.subscribers):
             sub.set_rcvlowat(1 if sub.probe else wake_threshold(index, size, nbytes))
+
+    def probe_counts(self) -> dict[Subscriber, int]:
+        """The frames each live probe has had so far (a mark for `probes_caught_up`)."""
+        return {
+            sub: sub.count for sub in self.subscribers if sub.probe and sub.state is State.READY
+        }
+
+    async def probes_caught_up(
+        self, marks: Mapping[Subscriber, int], published: Sequence[int], cap: float
+    ) -> float:
+        """Wait until every probe marked has had what its tool was sent since the mark
+        (``published`` counts per tool, in ``self.tools`` order), at most ``cap`` s.
+
+        A step ends when the publisher says so, and the generator then walks /proc and
+        wakes every counting connection at once: done while the last publish was still
+        on its way, that work on the load core had held it there (Redis's message to the
+        server is received on that core), and each step's last fan-out came 2-4 ms late.
+        """
+        wanted = {sub: mark + published[self.tools.index(sub.tool)] for sub, mark in marks.items()}
+        start = time.monotonic()
+        while time.monotonic() - start < cap:
+            if all(sub.count >= want or sub.state is State.CLOSED for sub, want in wanted.items()):
+                break
+            await asyncio.sleep(0.001)
+        return time.monotonic() - start
 
     def delivered(self) -> int:
         return sum(sub.count for sub in self.subscribers)

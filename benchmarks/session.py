@@ -283,6 +283,7 @@ async def measure_step(
     step = Step(target=target, rate=target / fan)
     base, dropped0 = fleet.delivered(), fleet.closed()
     fleet.take_latencies()
+    probes = fleet.probe_counts()
     meter = CoreMeter()
     meter.start()
     fleet.coalesce(COALESCE_BYTES)
@@ -293,6 +294,7 @@ async def measure_step(
         {"op": "publish", "rate": step.rate, "duration": duration, "seed": seed},
         patience=duration * 3 + 30,
     )
+    await fleet.probes_caught_up(probes, answer["per_tool"], cap=1.0)
     publish_end = time.monotonic()
     cpu_publish, gen_publish = servers.cpu() - cpu0, self_cpu_seconds() - gen0
     busy, tasks = meter.busy(), meter.tasks()
