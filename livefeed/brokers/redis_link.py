@@ -90,7 +90,9 @@ class RedisLink(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._handshake: asyncio.Future[None] | None = None  # while AUTH/SELECT are answered
         self._handshake_replies = 0
-        loop = asyncio.get_running_loop()
+        # Kept: asyncio.get_running_loop() costs a getpid() system call on Python 3.11,
+        # and data_received needs the time on every read.
+        self._loop = loop = asyncio.get_running_loop()
         # A result, not an exception: nobody may be waiting when the link dies.
         self.closed: asyncio.Future[LinkError] = loop.create_future()
         self.last_traffic = loop.time()
@@ -137,7 +139,7 @@ class RedisLink(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        self.last_traffic = asyncio.get_running_loop().time()
+        self.last_traffic = self._loop.time()
         try:
             self._reader.feed(data)
             while (reply := self._reader.gets()) is not False:
