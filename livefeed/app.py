@@ -132,7 +132,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await ws.close()  # before accepting: the handshake is refused with 403
             return
         if runtime.draining:
-            await ws.close(CloseCode.GOING_AWAY)
+            # Accepted, then closed: a close before accepting is a 403 on the wire, which
+            # a browser sees as 1006, not as "shutting down, resume elsewhere".
+            await ws.accept()
+            await ws.close(CloseCode.GOING_AWAY, "server shutting down")
             return
         await serve_websocket(ws, runtime.services)
 

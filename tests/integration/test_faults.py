@@ -22,6 +22,7 @@ from tests.support.clients import (
     story,
     unique_tool,
 )
+from tests.support.raw_ws import RawWebSocket
 from tests.support.redis_server import RedisServer
 from tests.support.sse import StalledReader
 from tests.support.timing import TIMEOUT, async_wait_until
@@ -200,35 +201,47 @@ async def test_a_publish_refused_while_redis_is_away_costs_its_key_nothing(
         assert over.status_code == 429
 
 
-async def test_an_sse_request_during_the_drain_gets_a_stream_that_ends_with_1001(
+async def test_requests_during_the_drain_are_told_1001_over_websocket_and_sse(
     start_server: StartServer,
 ):
     """A request on a keep-alive connection (a proxy's, say) can reach a server that is
-    shutting down. It was answered 503, which stops a browser's EventSource for good;
-    an event stream that ends with the close message makes it reconnect elsewhere."""
+    shutting down. An SSE request was answered 503, which stops a browser's EventSource
+    for good, and a WebSocket handshake was refused (403), which a browser sees as 1006:
+    each must hear 1001 instead, and reconnect elsewhere."""
     server = start_server(ROOMY_OUTBOX)
     tool = unique_tool()
     # A client that reads nothing holds the drain open (up to 4 s) ...
     stalled = await StalledReader.open(server.port, tool)
     await publish_backlog(server.url, tool)
-    # ... a kept-alive connection is open, and a WebSocket tells when the drain began.
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    healthz = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-    [length] = re.findall(rb"content-length: (\d+)", healthz.lower())
-    await reader.readexactly(int(length))
+    # ... two kept-alive connections are open, and a WebSocket tells when the drain began.
+    kept = [await kept_alive(server.port) for _ in range(2)]
     client = await WsClient.open(server.ws_url, tools=tool)
     await client.welcome()
     assert server.process is not None
     try:
         server.process.terminate()
         assert await client.closed_with() == 1001
-        writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-        body = await asyncio.wait_for(reader.read(), TIMEOUT)
+        (sse_reader, sse_writer), (ws_reader, ws_writer) = kept
+        sse_writer.write(f"GET /sse?tools={tool} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        head = await asyncio.wait_for(sse_reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        body = await asyncio.wait_for(sse_reader.read(), TIMEOUT)
+        late = await RawWebSocket.upgrade(ws_reader, ws_writer, server.port, f"/ws?tools={tool}")
+        code = await asyncio.wait_for(late.close_code(), TIMEOUT)
     finally:
         stalled.abort()
-        writer.transport.abort()
+        for _, writer in kept:
+            writer.transport.abort()
     assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
     assert body.startswith(b"retry: ")
     assert b'event: close\ndata: {"type":"close","code":1001' in body
+    assert code == 1001
+
+
+async def kept_alive(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that has had one answered request and stays open."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    healthz = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+    [length] = re.findall(rb"content-length: (\d+)", healthz.lower())
+    await reader.readexactly(int(length))
+    return reader, writer

@@ -44,6 +44,13 @@ class RawWebSocket:
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         reader, writer = await asyncio.open_connection(sock=sock)
+        return await cls.upgrade(reader, writer, port, path)
+
+    @classmethod
+    async def upgrade(
+        cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int, path: str
+    ) -> RawWebSocket:
+        """Hand-shake on a connection already open (a kept-alive one, say)."""
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
