@@ -50,7 +50,7 @@ class CloseCode(IntEnum):
 
 
 CLOSE_ADVICE: dict[CloseCode, tuple[str, str]] = {
-    CloseCode.NORMAL: ("no", "closed normally"),
+    CloseCode.NORMAL: ("resume", "closed normally (never by this server; a proxy may)"),
     CloseCode.GOING_AWAY: ("resume", "server shutting down or restarting"),
     CloseCode.POLICY_VIOLATION: ("no", "policy violation"),
     CloseCode.TOO_LARGE: ("no", "client frame too large"),

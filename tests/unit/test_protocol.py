@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import orjson
 import pytest
 
@@ -125,6 +128,18 @@ def test_every_close_code_has_advice():
     assert set(CLOSE_ADVICE) == set(CloseCode)
     assert CLOSE_ADVICE[CloseCode.FORBIDDEN][0] == "no"
     assert CLOSE_ADVICE[CloseCode.SLOW_CONSUMER][0] == "resume"
+
+
+def test_the_close_code_table_in_docs_gives_the_same_advice():
+    """docs/protocol.md renders CLOSE_ADVICE for client authors: they must agree."""
+    said = {"reconnect and resume": "resume", "reconnect later": "later"}
+    said |= {"reconnect with a fresh token": "new token", "not reconnect": "no"}
+    page = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    table = page.split("### Close codes", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d{4}) \| .* \| ([^|]+?) \|$", table, re.MULTILINE)
+    documented = {int(code): next(v for k, v in said.items() if advice.startswith(k))
+                  for code, advice in rows}  # fmt: skip
+    assert documented == {int(code): advice for code, (advice, _) in CLOSE_ADVICE.items()}
 
 
 def test_a_cursor_that_is_not_an_id_is_set_aside_for_its_tool_alone():
