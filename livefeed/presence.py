@@ -12,7 +12,8 @@ every ``FRESH_FOR`` seconds, and dropped once older than that) with this process
 live tally. One store read per tool is in flight at a time, run as a task of its own
 and shared by every caller that needs it. Once a second the tools that have
 subscribers asking for ``presence`` frames are re-read, and a frame is pushed,
-encoded once, to those subscribers when the state changed: at most one frame per
+encoded once, to those subscribers when the state changed, and to a subscription
+that started asking since the last push even if it did not: at most one frame per
 second per tool, never one per join.
 
 Non-guarantees: a change made on another process shows here within about two
@@ -82,6 +83,10 @@ class Presence:
         self._others: OrderedDict[str, tuple[float, PresenceEntries]] = OrderedDict()
         self._reads: dict[str, asyncio.Task[dict[str, PresenceEntries]]] = {}  # in flight
         self._watchers: dict[str, dict[Watcher, None]] = {}
+        # Watchers since the last push of their tool: they get its state at the next
+        # push even if it did not change (else a subscription that asks for presence
+        # on a tool others watch would wait for the next change to learn who is there).
+        self._fresh: dict[str, dict[Watcher, None]] = {}
         self._pushed: dict[str, State] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -109,6 +114,7 @@ class Presence:
 
     def watch(self, tool: str, watcher: Watcher) -> None:
         self._watchers.setdefault(tool, {})[watcher] = None
+        self._fresh.setdefault(tool, {})[watcher] = None
 
     def unwatch(self, tool: str, watcher: Watcher) -> None:
         watchers = self._watchers.get(tool)
@@ -117,6 +123,11 @@ class Presence:
             if not watchers:
                 del self._watchers[tool]
                 self._pushed.pop(tool, None)
+        fresh = self._fresh.get(tool)
+        if fresh is not None:
+            fresh.pop(watcher, None)
+            if not fresh:
+                del self._fresh[tool]
 
     # Reads ---------------------------------------------------------------------
 
@@ -256,11 +267,16 @@ class Presence:
         others = await self._refresh(tools)
         for tool in tools:
             state = self._merged(tool, others[tool])
-            if self._pushed.get(tool) == state:
+            fresh = self._fresh.pop(tool, {})
+            if self._pushed.get(tool) != state:
+                self._pushed[tool] = state
+                to = list(self._watchers.get(tool, ()))
+            elif fresh:  # unchanged: only the new watchers need it (unwatch drops theirs)
+                to = list(fresh)
+            else:
                 continue
-            self._pushed[tool] = state
             frame = protocol.presence(tool, state[0], state[1])
-            for watcher in list(self._watchers.get(tool, ())):
+            for watcher in to:
                 watcher.presence_frame(tool, frame)
 
     async def close(self) -> None:

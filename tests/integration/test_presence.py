@@ -76,6 +76,27 @@ async def test_presence_frames_go_only_to_subscriptions_that_asked(server: Serve
         await client.close()
 
 
+async def test_a_subscription_that_starts_asking_gets_the_state_though_it_did_not_change(
+    server: ServerProcess,
+):
+    """Frames go out on change; one that just asked must still learn who is there."""
+    tool = unique_tool()
+    watching = await viewer(server, tool, presence=True)
+    assert (await watching.expect("presence"))["count"] == 1
+    late = await viewer(server, tool)
+    assert (await watching.expect("presence"))["count"] == 2  # pushed: nothing changes now
+    [subscribed] = await late.subscribe([tool], presence=True)
+    assert subscribed["presence"] == 2
+    assert await late.expect("presence") == {
+        "type": "presence",
+        "tool": tool,
+        "count": 2,
+        "users": [],
+    }
+    for client in (watching, late):
+        await client.close()
+
+
 async def test_a_burst_of_joins_makes_few_frames_not_one_per_join(server: ServerProcess):
     tool = unique_tool()
     watching = await viewer(server, tool, presence=True)
