@@ -34,7 +34,7 @@ from livefeed.events import prepare
 from livefeed.hub import Hub
 from livefeed.presence import Presence
 from livefeed.protocol import CloseCode
-from livefeed.session import Services, SessionSet
+from livefeed.session import Services, SessionSet, count_close
 from livefeed.transports.api import Api, count_published, error_response
 from livefeed.transports.sse import ended_stream, serve_sse
 from livefeed.transports.ws import serve_websocket
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # a browser sees as 1006, not as "shutting down, resume elsewhere".
             await ws.accept()
             await ws.close(CloseCode.GOING_AWAY, "server shutting down")
+            count_close(CloseCode.GOING_AWAY)
             return
         await serve_websocket(ws, runtime.services)
 

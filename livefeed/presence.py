@@ -266,6 +266,8 @@ class Presence:
             return
         others = await self._refresh(tools)
         for tool in tools:
+            if tool not in self._watchers:  # its last watcher left during the read
+                continue
             state = self._merged(tool, others[tool])
             fresh = self._fresh.pop(tool, {})
             if self._pushed.get(tool) != state:

@@ -301,9 +301,9 @@ class Session:
     async def _resubscribe(self, tool: str, frame: protocol.Subscribe) -> None:
         """Already subscribed: confirm, and start presence frames if now asked for."""
         subscription = self._subscriptions[tool]
-        if frame.presence and not subscription.presence:
+        starts_watching = frame.presence and not subscription.presence
+        if starts_watching:
             subscription.presence = True
-            self._presence.watch(tool, self)
         count, _ = await self._presence.state(tool)
         # No replay on a live subscription; with a cursor, "recovered" says, as the
         # contract defines it, whether kept history still covers it (a malformed one
@@ -313,6 +313,8 @@ class Session:
         self._outbox.send_frame(
             protocol.subscribed(tool, frame.ref, count, recovered), "subscribed"
         )
+        if starts_watching:
+            self._watch(tool, subscription)
 
     async def _join(self, tool: str, frame: protocol.Subscribe) -> None:
         since = parse_id(frame.since[tool]) if tool in frame.since else None
@@ -323,13 +325,13 @@ class Session:
         self._presence.join(tool, self.handle)
         self._subscription_gauge.inc()
         subscription.counted = True
-        if subscription.presence:
-            self._presence.watch(tool, self)
         count, _ = await self._presence.state(tool)
         recovered = page.recovered if since else None
         self._outbox.send_frame(
             protocol.subscribed(tool, frame.ref, count, recovered), "subscribed"
         )
+        if subscription.presence:
+            self._watch(tool, subscription)
         # The position the client holds: its cursor, unless history could not honour it.
         last: IdKey | None = since if page.recovered is not False else None
         # Paced to half the slow-consumer limits, in frames and in bytes: a replay of
@@ -356,6 +358,13 @@ class Session:
                 continue
             self._drop(tool)
             self._outbox.send_frame(protocol.unsubscribed(tool, frame.ref), "unsubscribed")
+
+    def _watch(self, tool: str, subscription: _Subscription) -> None:
+        """Start presence frames, once ``subscribed`` went out: a push may come at any
+        await, and the first frame of a tool must be ``subscribed``. Not if the
+        subscription ended meanwhile (its ``_drop`` had nothing to unwatch)."""
+        if self._subscriptions.get(tool) is subscription:
+            self._presence.watch(tool, self)
 
     def _drop(self, tool: str) -> None:
         subscription = self._subscriptions.pop(tool, None)

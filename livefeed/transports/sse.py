@@ -256,4 +256,5 @@ def ended_stream(code: int, reason: str) -> Response:
     will not serve now (shutting down). A status other than 200 would stop a browser's
     EventSource for good; a stream that ends makes it reconnect after ``retry``."""
     body = RETRY + close_message(code, reason)
+    count_close(code)
     return Response(body, media_type="text/event-stream", headers=HEADERS)

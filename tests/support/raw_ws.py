@@ -12,6 +12,8 @@ from pathlib import Path
 
 import orjson
 
+from tests.support.timing import TIMEOUT
+
 TCP_ESTABLISHED = "01"  # a socket's state in /proc/net/tcp
 
 
@@ -57,7 +59,7 @@ class RawWebSocket:
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n".encode()
         )
-        status = await reader.readuntil(b"\r\n\r\n")
+        status = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         assert status.startswith(b"HTTP/1.1 101"), status
         return cls(reader, writer)
 
