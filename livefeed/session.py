@@ -196,13 +196,32 @@ class Session:
         elif isinstance(frame, protocol.Unsubscribe):
             self._unsubscribe(frame)
         elif isinstance(frame, protocol.Ping):
-            self._outbox.send_frame(protocol.pong(frame.ref), "pong")
+            self._pong(frame)
         elif self.authenticate(frame.token, frame.ref):
             assert self._claims is not None
             self._outbox.send_frame(
                 protocol.authenticated(self._claims.sub, self._claims.exp, frame.ref),
                 "authenticated",
             )
+
+    def answer_ping_now(self, text: str) -> bool:
+        """Answer ``text`` (an admitted frame) at once if it is a ping and the broker is
+        away: the frames before it may be a subscribe waiting for the broker, and a
+        client checking that the connection lives should not take that wait for a dead
+        connection. True if it was answered (the transport then drops it)."""
+        if self._hub.broker_up:
+            return False
+        try:
+            frame = protocol.parse_client_frame(text)
+        except FrameError:
+            return False  # answered in turn, with the others
+        if not isinstance(frame, protocol.Ping):
+            return False
+        self._pong(frame)
+        return True
+
+    def _pong(self, ping: protocol.Ping) -> None:
+        self._outbox.send_frame(protocol.pong(ping.ref), "pong")
 
     # Tokens --------------------------------------------------------------------
 

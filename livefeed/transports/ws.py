@@ -123,6 +123,8 @@ class DetachedConnection:
     def on_text(self, text: str) -> None:
         if self._closed or not self._session.admit_frame(text):
             return
+        if self._task is not None and self._session.answer_ping_now(text):
+            return  # a ping while the broker is away: not behind a waiting subscribe
         if self._inbox is not None and len(self._inbox) >= MAX_WAITING_FRAMES:
             self._outbox.close(CloseCode.TOO_MANY_REQUESTS, "too many frames waiting")
             return

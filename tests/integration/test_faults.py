@@ -24,6 +24,7 @@ from tests.support.clients import (
 )
 from tests.support.raw_ws import RawWebSocket
 from tests.support.redis_server import RedisServer
+from tests.support.server import scrape
 from tests.support.sse import StalledReader
 from tests.support.timing import TIMEOUT, async_wait_until
 
@@ -181,6 +182,36 @@ async def test_a_client_resuming_after_a_redis_outage_gets_every_acknowledged_ev
     assert reply["recovered"] is True
     assert [e["id"] for e in await again.events(len(acked))] == acked
     await again.close()
+
+
+async def test_a_ping_behind_a_subscribe_waiting_for_redis_is_answered_at_once(
+    start_server: StartServer, own_redis: RedisServer, prefix: str
+):
+    server = start_server(redis_env(own_redis, prefix))
+    client = await WsClient.open(server.ws_url)
+    await client.welcome()
+    own_redis.stop()
+
+    async def broker_up_is(value: int) -> bool:
+        return (await scrape(server)).get(("livefeed_broker_up", ())) == value
+
+    await async_wait_until(lambda: broker_up_is(0), what="the server to see Redis gone")
+    tool = unique_tool()
+    await client.send({"type": "subscribe", "tools": [tool], "ref": "s"})
+    await client.send({"type": "ping", "ref": "p"})
+    # The subscribe waits for Redis (its reply promises live delivery); the ping does
+    # not wait behind it, or a client's liveness check would take a dead connection.
+    assert await client.recv() == {"type": "pong", "ref": "p"}
+    own_redis.start()
+    subscribed = await client.expect("subscribed")
+    assert (subscribed["tool"], subscribed["ref"]) == (tool, "s")
+    # With the broker back, frames are answered in turn again.
+    await async_wait_until(lambda: broker_up_is(1), what="the server to see Redis back")
+    await client.send({"type": "subscribe", "tools": [unique_tool()], "ref": "s2"})
+    await client.send({"type": "ping", "ref": "p2"})
+    assert (await client.recv())["ref"] == "s2"
+    assert await client.recv() == {"type": "pong", "ref": "p2"}
+    await client.close()
 
 
 async def test_a_publish_refused_while_redis_is_away_costs_its_key_nothing(

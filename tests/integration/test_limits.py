@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from livefeed.server import HEAD_TIMEOUT
 from livefeed.transports.direct import ABORT_AFTER
@@ -26,22 +25,12 @@ from tests.support.clients import (
     wait_session_ended,
 )
 from tests.support.raw_ws import RawWebSocket, client_frame
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, scrape
 from tests.support.sse import StalledReader
 from tests.support.timing import TIMEOUT, async_wait_until
 
 # The most the kernel lets a socket's send buffer grow to.
 SEND_BUFFER_MAX = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
-
-
-async def scrape(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
-        text = (await http.get(f"{server.url}/metrics")).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 async def test_a_consumer_that_stops_reading_is_closed_with_4008_and_slows_no_one(

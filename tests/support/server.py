@@ -13,6 +13,9 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from livefeed.config import Settings
 from livefeed.server import build
 from tests.support.ports import free_port
@@ -144,3 +147,17 @@ async def serve_in_process(settings: Settings) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, TIMEOUT)
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(server: ServerProcess) -> Samples:
+    """The server's /metrics, as (name, sorted labels) -> value."""
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        text = (await http.get(f"{server.url}/metrics")).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
