@@ -274,7 +274,12 @@ async def test_a_request_head_of_many_empty_headers_is_refused(server: ServerPro
 
     usual = b"".join(b"X-Header-%d: %s\r\n" % (i, b"v" * 100) for i in range(40))
     assert (await get(usual)).startswith(b"HTTP/1.1 200")
-    assert (await get(b"a:\r\n" * 20_000)).startswith(b"HTTP/1.1 400")
+    # Refused: a 400, or nothing. The server closes with the rest of the head still
+    # arriving, and closing a socket with unread input is a reset, which can reach the
+    # client before it has read the 400 (and then the kernel drops it). Served, or held
+    # open, would fail here (read_until_closed times out on a connection left open).
+    refused = await get(b"a:\r\n" * 20_000)
+    assert refused == b"" or refused.startswith(b"HTTP/1.1 400"), refused[:200]
 
 
 async def test_a_request_head_that_never_arrives_in_full_is_cut_and_others_stay(
