@@ -171,11 +171,6 @@ class Hub:
         broker.on_connection = self._on_connection
 
     @property
-    def broker_up(self) -> bool:
-        """False while the broker's live link is down (joins wait for it then)."""
-        return self._broker_up is not False
-
-    @property
     def channels(self) -> dict[str, int]:
         """Each channel with local subscribers, and how many."""
         return {name: ch.live() + len(ch.pending) for name, ch in self._channels.items()}

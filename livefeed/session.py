@@ -196,7 +196,7 @@ class Session:
         elif isinstance(frame, protocol.Unsubscribe):
             self._unsubscribe(frame)
         elif isinstance(frame, protocol.Ping):
-            self._pong(frame)
+            self.pong(frame)
         elif self.authenticate(frame.token, frame.ref):
             assert self._claims is not None
             self._outbox.send_frame(
@@ -204,23 +204,16 @@ class Session:
                 "authenticated",
             )
 
-    def answer_ping_now(self, text: str) -> bool:
-        """Answer ``text`` (an admitted frame) at once if it is a ping and the broker is
-        away: the frames before it may be a subscribe waiting for the broker, and a
-        client checking that the connection lives should not take that wait for a dead
-        connection. True if it was answered (the transport then drops it)."""
-        if self._hub.broker_up:
-            return False
+    @staticmethod
+    def ping_of(text: str) -> protocol.Ping | None:
+        """``text`` as a ping frame, or None if it is anything else."""
         try:
             frame = protocol.parse_client_frame(text)
         except FrameError:
-            return False  # answered in turn, with the others
-        if not isinstance(frame, protocol.Ping):
-            return False
-        self._pong(frame)
-        return True
+            return None
+        return frame if isinstance(frame, protocol.Ping) else None
 
-    def _pong(self, ping: protocol.Ping) -> None:
+    def pong(self, ping: protocol.Ping) -> None:
         self._outbox.send_frame(protocol.pong(ping.ref), "pong")
 
     # Tokens --------------------------------------------------------------------

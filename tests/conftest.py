@@ -46,9 +46,12 @@ def start_server() -> Iterator[StartServer]:
     started: list[ServerProcess] = []
 
     def start(
-        env: dict[str, str] | None = None, args: tuple[str, ...] = (), ready_path: str = "/healthz"
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        ready_path: str = "/healthz",
+        command: tuple[str, ...] = (),
     ) -> ServerProcess:
-        server = ServerProcess(env or {}, args)
+        server = ServerProcess(env or {}, args, command)
         started.append(server)
         return server.start(ready_path)
 

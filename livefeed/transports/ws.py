@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -18,12 +19,17 @@ from livefeed import metrics
 from livefeed.envelope import Batch, Event
 from livefeed.history import IdKey
 from livefeed.protocol import CloseCode
-from livefeed.session import QueueingOutbox, Services, Session, count_close
+from livefeed.session import Outbox, QueueingOutbox, Services, Session, count_close
 from livefeed.transports.direct import EXTENSION, DirectOutbox
 
 log = logging.getLogger("livefeed.ws")
 
 MAX_WAITING_FRAMES = 100  # admitted frames queued behind a slow one (a long subscribe)
+# A frame handled for longer is waiting for the broker (a subscribe during an outage):
+# pings stop waiting behind it, so that a client's liveness check (livefeed.js times
+# out after 10 s) does not take the wait for a dead connection. Well above the time a
+# subscribe takes with the broker up, so that frames keep their order then.
+SLOW_FRAME = 1.0
 
 
 class QueueOutbox(QueueingOutbox):
@@ -96,22 +102,37 @@ class QueueOutbox(QueueingOutbox):
                 await self._websocket.close(code, reason)
 
 
-class DetachedConnection:
-    """Runs a session from the protocol's callbacks once the ASGI task has returned.
+class Connection:
+    """Runs a session from a WebSocket connection's frames: fed by the protocol's
+    callbacks once the ASGI task has returned (the direct path), or by the receive
+    loop of :func:`_serve_asgi`.
 
     Frames are admitted (size, rate) as they arrive and handled in order by a task
     that exists only while there is something to do: an idle subscriber has none.
+    A ping that arrives when the frame being handled has taken over
+    :data:`SLOW_FRAME` (a subscribe waiting for the broker) is answered at once,
+    with any pings waiting before it.
     """
 
-    __slots__ = ("_closed", "_connections", "_inbox", "_outbox", "_services", "_session", "_task")
+    __slots__ = (
+        "_busy_since",
+        "_closed",
+        "_connections",
+        "_inbox",
+        "_outbox",
+        "_services",
+        "_session",
+        "_task",
+    )
 
-    def __init__(self, services: Services, session: Session, outbox: DirectOutbox) -> None:
+    def __init__(self, services: Services, session: Session, outbox: Outbox) -> None:
         self._services = services
         self._session = session
         self._outbox = outbox
         # Frames waiting their turn; a list, made on demand (an idle connection has none).
         self._inbox: list[str | tuple[str | None, str | None]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._busy_since = 0.0  # when the frame being handled started (monotonic)
         self._closed = False
         self._connections = metrics.CONNECTIONS.labels(transport="websocket")
         self._connections.inc()
@@ -123,12 +144,33 @@ class DetachedConnection:
     def on_text(self, text: str) -> None:
         if self._closed or not self._session.admit_frame(text):
             return
-        if self._task is not None and self._session.answer_ping_now(text):
-            return  # a ping while the broker is away: not behind a waiting subscribe
+        if (
+            self._task is not None
+            and time.monotonic() - self._busy_since > SLOW_FRAME
+            and self._answer_pings(text)
+        ):
+            return
         if self._inbox is not None and len(self._inbox) >= MAX_WAITING_FRAMES:
             self._outbox.close(CloseCode.TOO_MANY_REQUESTS, "too many frames waiting")
             return
         self._enqueue(text)
+
+    def _answer_pings(self, text: str) -> bool:
+        """If ``text`` is a ping, answer it and the pings waiting before it, now."""
+        ping = self._session.ping_of(text)
+        if ping is None:
+            return False
+        if self._inbox is not None:
+            rest = []
+            for item in self._inbox:
+                waiting = None if isinstance(item, tuple) else self._session.ping_of(item)
+                if waiting is None:
+                    rest.append(item)
+                else:
+                    self._session.pong(waiting)
+            self._inbox = rest or None
+        self._session.pong(ping)
+        return True
 
     def on_binary(self) -> None:
         if not self._closed:
@@ -149,6 +191,7 @@ class DetachedConnection:
             self._inbox = []
         self._inbox.append(item)
         if self._task is None:
+            self._busy_since = time.monotonic()  # busy from now, not since the last frame
             self._task = asyncio.create_task(self._work())
 
     async def _work(self) -> None:
@@ -157,6 +200,7 @@ class DetachedConnection:
                 item = self._inbox.pop(0)  # short: rate-limited, and at most 100
                 if not self._inbox:
                     self._inbox = None
+                self._busy_since = time.monotonic()
                 if isinstance(item, tuple):
                     await self._session.start(*item)
                 else:
@@ -172,15 +216,15 @@ class DetachedConnection:
 
 async def serve_websocket(websocket: WebSocket, services: Services) -> None:
     """Run one connection. On the direct path the connection is handed to a
-    :class:`DetachedConnection` and this returns at once; otherwise it runs the
-    connection to its end, ``services.sessions`` holding it while it is open."""
+    :class:`Connection` and this returns at once; otherwise it runs the connection
+    to its end, ``services.sessions`` holding it while it is open."""
     settings = services.settings
     await websocket.accept()
     query = websocket.query_params
     direct = websocket.scope.get("extensions", {}).get(EXTENSION)
     if direct is not None:
         outbox = DirectOutbox(direct, settings.outbox_frames, settings.outbox_bytes)
-        connection = DetachedConnection(services, services.session(outbox, "websocket"), outbox)
+        connection = Connection(services, services.session(outbox, "websocket"), outbox)
         direct.detach(connection)
         connection.start(query.get("tools"), query.get("token"))
         return
@@ -188,37 +232,32 @@ async def serve_websocket(websocket: WebSocket, services: Services) -> None:
 
 
 async def _serve_asgi(websocket: WebSocket, services: Services) -> None:
-    """The plain-ASGI path: a receive loop here, a writer task per connection."""
+    """The plain-ASGI path: a receive loop feeding a :class:`Connection` (so frames are
+    admitted and handled as on the direct path), a writer task per connection."""
     settings = services.settings
     outbox = QueueOutbox(websocket, settings.outbox_frames, settings.outbox_bytes)
     writer = asyncio.create_task(outbox.run(), name="ws writer")
     session = services.session(outbox, "websocket")
-    connections = metrics.CONNECTIONS.labels(transport="websocket")
-    connections.inc()
-    services.sessions.add(session)
+    connection = Connection(services, session, outbox)
     try:
         query = websocket.query_params
-        await session.start(query.get("tools"), query.get("token"))
+        connection.start(query.get("tools"), query.get("token"))
         while not outbox.closed:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 break
             if message.get("text") is not None:
-                await session.handle_text(message["text"])
+                connection.on_text(message["text"])
             else:
-                session.handle_binary()
+                connection.on_binary()
     except WebSocketDisconnect:
         pass
     except Exception:
         log.exception("connection %s failed; closing it with 1011", session.id)
         outbox.close(CloseCode.INTERNAL_ERROR, "internal error")
     finally:
-        try:
-            session.end()
-            outbox.close(CloseCode.NORMAL, "")
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer, timeout=5)
-            writer.cancel()
-        finally:
-            services.sessions.discard(session)
-            connections.dec()
+        connection.on_closed()
+        outbox.close(CloseCode.NORMAL, "")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer, timeout=5)
+        writer.cancel()

@@ -19,7 +19,7 @@ from websockets.server import ServerProtocol
 from livefeed.config import Settings
 from livefeed.session import Session
 from livefeed.transports.direct import DirectOutbox, DirectWebSocketProtocol
-from livefeed.transports.ws import DetachedConnection
+from livefeed.transports.ws import Connection
 from tests.support.clients import WsClient, publish_ok, story
 from tests.support.ports import free_port
 from tests.support.server import PUBLISH_KEY, serve_in_process
@@ -31,7 +31,7 @@ CONNECTION_TYPES = (
     DirectWebSocketProtocol,
     ServerProtocol,
     DirectOutbox,
-    DetachedConnection,
+    Connection,
     Session,
 )
 

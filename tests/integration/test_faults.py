@@ -10,6 +10,7 @@ import signal
 import time
 
 import httpx
+import pytest
 
 from livefeed.history import parse_id
 from tests.conftest import StartServer, redis_env
@@ -24,7 +25,7 @@ from tests.support.clients import (
 )
 from tests.support.raw_ws import RawWebSocket
 from tests.support.redis_server import RedisServer
-from tests.support.server import scrape
+from tests.support.server import PLAIN_UVICORN
 from tests.support.sse import StalledReader
 from tests.support.timing import TIMEOUT, async_wait_until
 
@@ -184,33 +185,41 @@ async def test_a_client_resuming_after_a_redis_outage_gets_every_acknowledged_ev
     await again.close()
 
 
-async def test_a_ping_behind_a_subscribe_waiting_for_redis_is_answered_at_once(
-    start_server: StartServer, own_redis: RedisServer, prefix: str
+@pytest.mark.parametrize("command", [(), PLAIN_UVICORN], ids=["livefeed serve", "plain uvicorn"])
+async def test_pings_behind_a_subscribe_waiting_for_redis_are_answered_before_it(
+    start_server: StartServer, own_redis: RedisServer, prefix: str, command: tuple[str, ...]
 ):
-    server = start_server(redis_env(own_redis, prefix))
+    server = start_server(redis_env(own_redis, prefix), command=command)
     client = await WsClient.open(server.ws_url)
     await client.welcome()
     own_redis.stop()
-
-    async def broker_up_is(value: int) -> bool:
-        return (await scrape(server)).get(("livefeed_broker_up", ())) == value
-
-    await async_wait_until(lambda: broker_up_is(0), what="the server to see Redis gone")
     tool = unique_tool()
     await client.send({"type": "subscribe", "tools": [tool], "ref": "s"})
-    await client.send({"type": "ping", "ref": "p"})
-    # The subscribe waits for Redis (its reply promises live delivery); the ping does
-    # not wait behind it, or a client's liveness check would take a dead connection.
-    assert await client.recv() == {"type": "pong", "ref": "p"}
+    # The subscribe waits for Redis (its reply promises live delivery). A client's
+    # liveness check must not take that wait for a dead connection: once the subscribe
+    # has waited SLOW_FRAME, a ping is answered at once, with those waiting before it.
+    sent: list[str] = []
+
+    async def answered() -> bool:
+        sent.append(f"p{len(sent)}")
+        await client.send({"type": "ping", "ref": sent[-1]})
+        try:
+            first = await client.recv(timeout=0.2)
+        except TimeoutError:
+            return False
+        pongs = [first] + [await client.recv() for _ in sent[1:]]
+        assert pongs == [{"type": "pong", "ref": ref} for ref in sent]
+        return True
+
+    await async_wait_until(answered, what="a pong while the subscribe waits")
     own_redis.start()
     subscribed = await client.expect("subscribed")
     assert (subscribed["tool"], subscribed["ref"]) == (tool, "s")
-    # With the broker back, frames are answered in turn again.
-    await async_wait_until(lambda: broker_up_is(1), what="the server to see Redis back")
+    # With the broker answering, a ping waits its turn: frames keep their order.
     await client.send({"type": "subscribe", "tools": [unique_tool()], "ref": "s2"})
-    await client.send({"type": "ping", "ref": "p2"})
+    await client.send({"type": "ping", "ref": "last"})
     assert (await client.recv())["ref"] == "s2"
-    assert await client.recv() == {"type": "pong", "ref": "p2"}
+    assert await client.recv() == {"type": "pong", "ref": "last"}
     await client.close()
 
 

@@ -16,7 +16,6 @@ from websockets.uri import parse_uri
 
 from livefeed.transports.direct import ABORT_AFTER
 from tests.conftest import StartServer
-from tests.integration.test_limits import scrape
 from tests.support.clients import (
     ROOMY_OUTBOX,
     presence_count,
@@ -26,6 +25,7 @@ from tests.support.clients import (
     unique_tool,
 )
 from tests.support.raw_ws import RawWebSocket
+from tests.support.server import scrape
 from tests.support.timing import TIMEOUT, async_wait_until
 
 HEARTBEAT = 0.5

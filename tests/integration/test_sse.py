@@ -8,9 +8,8 @@ import contextlib
 import httpx
 
 from tests.conftest import StartServer
-from tests.integration.test_limits import scrape
 from tests.support.clients import WsClient, presence_count, publish_ok, story, unique_tool
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, scrape
 from tests.support.sse import SseStream, StalledReader, open_sse
 from tests.support.timing import TIMEOUT, async_wait_until
 

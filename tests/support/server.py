@@ -33,10 +33,20 @@ def _clean_environ() -> dict[str, str]:
     }
 
 
+# The app under uvicorn's own command, as a deployment that does not use `livefeed serve`
+# would run it: no direct write path (the ASGI fallback), uvicorn's defaults.
+PLAIN_UVICORN = ("uvicorn", "--factory", "livefeed.app:create_app")
+
+
 class ServerProcess:
-    def __init__(self, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, env: dict[str, str], args: tuple[str, ...] = (), command: tuple[str, ...] = ()
+    ) -> None:
+        """``command``: the module to run and its arguments (``livefeed serve`` unless
+        given, e.g. :data:`PLAIN_UVICORN`); ``--host`` and ``--port`` are added."""
         self.env = {**_clean_environ(), "LIVEFEED_PUBLISH_KEYS": PUBLISH_KEY, **env}
         self.args = args
+        self.command = command or ("livefeed", "serve")
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="livefeed-server-", suffix=".log")[1])
@@ -70,8 +80,7 @@ class ServerProcess:
                 [
                     sys.executable,
                     "-m",
-                    "livefeed",
-                    "serve",
+                    *self.command,
                     "--host",
                     "127.0.0.1",
                     "--port",
