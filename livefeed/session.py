@@ -83,8 +83,9 @@ class _Subscription:
 
 
 class Session:
-    """The transport-independent half of a connection. The transport feeds it client
-    frames (:meth:`handle_text`) or a ready-made subscribe (SSE), and calls
+    """The transport-independent half of a connection. The transport checks each
+    client frame as it arrives (:meth:`admit_frame`) and hands it over in turn
+    (:meth:`handle_frame`), or starts a ready-made subscribe (SSE), and calls
     :meth:`end` when the connection is gone."""
 
     def __init__(
@@ -157,11 +158,6 @@ class Session:
             subscribe = protocol.Subscribe(tool_list(query_tools))
         if subscribe is not None:
             await self.subscribe(subscribe)
-
-    async def handle_text(self, text: str) -> None:
-        """Handle one client text frame. Never raises for bad input."""
-        if self.admit_frame(text):
-            await self.handle_frame(text)
 
     def admit_frame(self, text: str) -> bool:
         """The size and rate rules, checked as a frame arrives (before it waits behind

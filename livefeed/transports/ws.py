@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -29,7 +28,7 @@ MAX_WAITING_FRAMES = 100  # admitted frames queued behind a slow one (a long sub
 # pings stop waiting behind it, so that a client's liveness check (livefeed.js times
 # out after 10 s) does not take the wait for a dead connection. Well above the time a
 # subscribe takes with the broker up, so that frames keep their order then.
-SLOW_FRAME = 1.0
+SLOW_FRAME = 1.0  # seconds
 
 
 class QueueOutbox(QueueingOutbox):
@@ -109,19 +108,19 @@ class Connection:
 
     Frames are admitted (size, rate) as they arrive and handled in order by a task
     that exists only while there is something to do: an idle subscriber has none.
-    A ping that arrives when the frame being handled has taken over
-    :data:`SLOW_FRAME` (a subscribe waiting for the broker) is answered at once,
-    with any pings waiting before it.
+    Once the frame being handled has taken :data:`SLOW_FRAME` (a subscribe waiting
+    for the broker), the pings waiting behind it are answered, and those that
+    arrive are answered at once, until it is done.
     """
 
     __slots__ = (
-        "_busy_since",
         "_closed",
         "_connections",
         "_inbox",
         "_outbox",
         "_services",
         "_session",
+        "_slow",
         "_task",
     )
 
@@ -132,7 +131,7 @@ class Connection:
         # Frames waiting their turn; a list, made on demand (an idle connection has none).
         self._inbox: list[str | tuple[str | None, str | None]] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._busy_since = 0.0  # when the frame being handled started (monotonic)
+        self._slow = False  # the frame being handled has taken SLOW_FRAME so far
         self._closed = False
         self._connections = metrics.CONNECTIONS.labels(transport="websocket")
         self._connections.inc()
@@ -144,33 +143,28 @@ class Connection:
     def on_text(self, text: str) -> None:
         if self._closed or not self._session.admit_frame(text):
             return
-        if (
-            self._task is not None
-            and time.monotonic() - self._busy_since > SLOW_FRAME
-            and self._answer_pings(text)
-        ):
+        if self._slow and (ping := self._session.ping_of(text)) is not None:
+            self._session.pong(ping)
             return
         if self._inbox is not None and len(self._inbox) >= MAX_WAITING_FRAMES:
             self._outbox.close(CloseCode.TOO_MANY_REQUESTS, "too many frames waiting")
             return
         self._enqueue(text)
 
-    def _answer_pings(self, text: str) -> bool:
-        """If ``text`` is a ping, answer it and the pings waiting before it, now."""
-        ping = self._session.ping_of(text)
-        if ping is None:
-            return False
-        if self._inbox is not None:
-            rest = []
-            for item in self._inbox:
-                waiting = None if isinstance(item, tuple) else self._session.ping_of(item)
-                if waiting is None:
-                    rest.append(item)
-                else:
-                    self._session.pong(waiting)
-            self._inbox = rest or None
-        self._session.pong(ping)
-        return True
+    def _became_slow(self) -> None:
+        """The frame being handled has taken SLOW_FRAME: answer the pings waiting
+        behind it now (each waiting frame is parsed here once, not per ping)."""
+        self._slow = True
+        if self._inbox is None:
+            return
+        rest = []
+        for item in self._inbox:
+            ping = None if isinstance(item, tuple) else self._session.ping_of(item)
+            if ping is None:
+                rest.append(item)
+            else:
+                self._session.pong(ping)
+        self._inbox = rest or None
 
     def on_binary(self) -> None:
         if not self._closed:
@@ -182,29 +176,35 @@ class Connection:
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-        self._session.end()
-        self._services.sessions.discard(self._session)
-        self._connections.dec()
+        try:
+            self._session.end()
+        finally:
+            self._services.sessions.discard(self._session)
+            self._connections.dec()
 
     def _enqueue(self, item: str | tuple[str | None, str | None]) -> None:
         if self._inbox is None:
             self._inbox = []
         self._inbox.append(item)
         if self._task is None:
-            self._busy_since = time.monotonic()  # busy from now, not since the last frame
             self._task = asyncio.create_task(self._work())
 
     async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while self._inbox and not self._closed:
                 item = self._inbox.pop(0)  # short: rate-limited, and at most 100
                 if not self._inbox:
                     self._inbox = None
-                self._busy_since = time.monotonic()
-                if isinstance(item, tuple):
-                    await self._session.start(*item)
-                else:
-                    await self._session.handle_frame(item)
+                self._slow = False
+                slow = loop.call_later(SLOW_FRAME, self._became_slow)
+                try:
+                    if isinstance(item, tuple):
+                        await self._session.start(*item)
+                    else:
+                        await self._session.handle_frame(item)
+                finally:
+                    slow.cancel()
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -212,6 +212,7 @@ class Connection:
             self._outbox.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             self._task = None
+            self._slow = False
 
 
 async def serve_websocket(websocket: WebSocket, services: Services) -> None:
@@ -244,7 +245,7 @@ async def _serve_asgi(websocket: WebSocket, services: Services) -> None:
         connection.start(query.get("tools"), query.get("token"))
         while not outbox.closed:
             message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            if message["type"] == "websocket.disconnect" or outbox.closed:
                 break
             if message.get("text") is not None:
                 connection.on_text(message["text"])
@@ -256,8 +257,10 @@ async def _serve_asgi(websocket: WebSocket, services: Services) -> None:
         log.exception("connection %s failed; closing it with 1011", session.id)
         outbox.close(CloseCode.INTERNAL_ERROR, "internal error")
     finally:
-        connection.on_closed()
-        outbox.close(CloseCode.NORMAL, "")
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer, timeout=5)
-        writer.cancel()
+        try:
+            connection.on_closed()
+        finally:
+            outbox.close(CloseCode.NORMAL, "")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, timeout=5)
+            writer.cancel()

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from livefeed.history import parse_id
+from livefeed.transports.ws import MAX_WAITING_FRAMES
 from tests.conftest import StartServer, redis_env
 from tests.support.clients import (
     ROOMY_OUTBOX,
@@ -185,7 +186,12 @@ async def test_a_client_resuming_after_a_redis_outage_gets_every_acknowledged_ev
     await again.close()
 
 
-@pytest.mark.parametrize("command", [(), PLAIN_UVICORN], ids=["livefeed serve", "plain uvicorn"])
+SERVERS = pytest.mark.parametrize(
+    "command", [(), PLAIN_UVICORN], ids=["livefeed serve", "plain uvicorn"]
+)
+
+
+@SERVERS
 async def test_pings_behind_a_subscribe_waiting_for_redis_are_answered_before_it(
     start_server: StartServer, own_redis: RedisServer, prefix: str, command: tuple[str, ...]
 ):
@@ -195,23 +201,19 @@ async def test_pings_behind_a_subscribe_waiting_for_redis_are_answered_before_it
     own_redis.stop()
     tool = unique_tool()
     await client.send({"type": "subscribe", "tools": [tool], "ref": "s"})
+    await client.send({"type": "ping", "ref": "waiting"})
+    await client.send(b"binary")
     # The subscribe waits for Redis (its reply promises live delivery). A client's
     # liveness check must not take that wait for a dead connection: once the subscribe
-    # has waited SLOW_FRAME, a ping is answered at once, with those waiting before it.
-    sent: list[str] = []
-
-    async def answered() -> bool:
-        sent.append(f"p{len(sent)}")
-        await client.send({"type": "ping", "ref": sent[-1]})
-        try:
-            first = await client.recv(timeout=0.2)
-        except TimeoutError:
-            return False
-        pongs = [first] + [await client.recv() for _ in sent[1:]]
-        assert pongs == [{"type": "pong", "ref": ref} for ref in sent]
-        return True
-
-    await async_wait_until(answered, what="a pong while the subscribe waits")
+    # has taken SLOW_FRAME, the ping waiting behind it is answered, and a ping sent
+    # then is answered at once. (The binary frame is refused as it arrives.)
+    first = [await client.recv(), await client.recv()]
+    assert sorted(first, key=lambda frame: frame["type"]) == [
+        {"type": "error", "code": "bad_frame", "message": "frames are JSON text, not binary"},
+        {"type": "pong", "ref": "waiting"},
+    ]
+    await client.send({"type": "ping", "ref": "later"})
+    assert await client.recv() == {"type": "pong", "ref": "later"}
     own_redis.start()
     subscribed = await client.expect("subscribed")
     assert (subscribed["tool"], subscribed["ref"]) == (tool, "s")
@@ -221,6 +223,29 @@ async def test_pings_behind_a_subscribe_waiting_for_redis_are_answered_before_it
     assert (await client.recv())["ref"] == "s2"
     assert await client.recv() == {"type": "pong", "ref": "last"}
     await client.close()
+
+
+@SERVERS
+async def test_at_most_100_frames_wait_behind_a_subscribe_waiting_for_redis(
+    start_server: StartServer, own_redis: RedisServer, prefix: str, command: tuple[str, ...]
+):
+    fast = {"LIVEFEED_FRAME_RATE": "1000", "LIVEFEED_FRAME_BURST": "1000"}
+    server = start_server({**redis_env(own_redis, prefix), **fast}, command=command)
+    client = await WsClient.open(server.ws_url)
+    await client.welcome()
+    own_redis.stop()
+    await client.send({"type": "subscribe", "tools": [unique_tool()]})
+    await client.send({"type": "ping", "ref": "slow"})
+    for n in range(MAX_WAITING_FRAMES - 1):  # with the ping: 100 frames waiting
+        await client.send({"type": "unsubscribe", "tools": [f"waiting-{n}"]})
+    # Once the subscribe has been slow the ping is answered (and waits no more); a
+    # ping then is answered at once, so it shows the connection open with 100 waiting.
+    assert await client.recv() == {"type": "pong", "ref": "slow"}
+    await client.send({"type": "unsubscribe", "tools": ["the 100th"]})
+    await client.send({"type": "ping", "ref": "open"})
+    assert await client.recv() == {"type": "pong", "ref": "open"}
+    await client.send({"type": "unsubscribe", "tools": ["one more"]})
+    assert await client.closed_with() == 4029
 
 
 async def test_a_publish_refused_while_redis_is_away_costs_its_key_nothing(

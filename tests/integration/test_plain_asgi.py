@@ -36,7 +36,7 @@ async def test_a_subscriber_gets_its_replay_then_live_events_and_its_pongs_in_or
     await client.close()
 
 
-async def test_frames_are_checked_as_they_arrive(plain: ServerProcess):
+async def test_a_binary_frame_is_an_error_and_an_oversized_one_closes_1009(plain: ServerProcess):
     client = await WsClient.open(plain.ws_url)
     await client.welcome()
     await client.send(b"\x00binary")
