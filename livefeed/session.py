@@ -192,7 +192,7 @@ class Session:
         elif isinstance(frame, protocol.Unsubscribe):
             self._unsubscribe(frame)
         elif isinstance(frame, protocol.Ping):
-            self.pong(frame)
+            self._pong(frame)
         elif self.authenticate(frame.token, frame.ref):
             assert self._claims is not None
             self._outbox.send_frame(
@@ -200,16 +200,19 @@ class Session:
                 "authenticated",
             )
 
-    @staticmethod
-    def ping_of(text: str) -> protocol.Ping | None:
-        """``text`` as a ping frame, or None if it is anything else."""
+    def answer_if_ping(self, text: str) -> bool:
+        """Answer ``text`` now if it is a ping (out of turn: the transport decides when);
+        False, and nothing sent, for any other frame."""
         try:
             frame = protocol.parse_client_frame(text)
         except FrameError:
-            return None
-        return frame if isinstance(frame, protocol.Ping) else None
+            return False
+        if not isinstance(frame, protocol.Ping):
+            return False
+        self._pong(frame)
+        return True
 
-    def pong(self, ping: protocol.Ping) -> None:
+    def _pong(self, ping: protocol.Ping) -> None:
         self._outbox.send_frame(protocol.pong(ping.ref), "pong")
 
     # Tokens --------------------------------------------------------------------

@@ -143,8 +143,7 @@ class Connection:
     def on_text(self, text: str) -> None:
         if self._closed or not self._session.admit_frame(text):
             return
-        if self._slow and (ping := self._session.ping_of(text)) is not None:
-            self._session.pong(ping)
+        if self._slow and self._session.answer_if_ping(text):
             return
         if self._inbox is not None and len(self._inbox) >= MAX_WAITING_FRAMES:
             self._outbox.close(CloseCode.TOO_MANY_REQUESTS, "too many frames waiting")
@@ -155,16 +154,10 @@ class Connection:
         """The frame being handled has taken SLOW_FRAME: answer the pings waiting
         behind it now (each waiting frame is parsed here once, not per ping)."""
         self._slow = True
-        if self._inbox is None:
-            return
-        rest = []
-        for item in self._inbox:
-            ping = None if isinstance(item, tuple) else self._session.ping_of(item)
-            if ping is None:
-                rest.append(item)
-            else:
-                self._session.pong(ping)
-        self._inbox = rest or None
+        if self._inbox is not None:
+            answer = self._session.answer_if_ping
+            rest = [item for item in self._inbox if isinstance(item, tuple) or not answer(item)]
+            self._inbox = rest or None
 
     def on_binary(self) -> None:
         if not self._closed:
