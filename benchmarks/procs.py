@@ -165,15 +165,22 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu_seconds(pids: Sequence[int]) -> float:
-    """User+system CPU of ``pids`` (all threads), plus their reaped children's."""
-    total = 0
+def tree_cpu_split(pids: Sequence[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pids`` (all threads), plus their reaped children's."""
+    user = system = 0
     for pid in pids:
         with contextlib.suppress(OSError):
             fields = _stat_fields(pid)
             # utime stime cutime cstime are fields 14..17 of stat(5); 12..15 after the name.
-            total += sum(int(value) for value in fields[11:15])
-    return total / _CLK_TCK
+            utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+            user += utime + cutime
+            system += stime + cstime
+    return user / _CLK_TCK, system / _CLK_TCK
+
+
+def tree_cpu_seconds(pids: Sequence[int]) -> float:
+    """User+system CPU of ``pids`` (all threads), plus their reaped children's."""
+    return sum(tree_cpu_split(pids))
 
 
 def tree_memory_kib(pids: Sequence[int]) -> tuple[int, int]:

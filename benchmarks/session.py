@@ -27,6 +27,7 @@ from benchmarks.procs import (
     self_cpu_seconds,
     spawn,
     tree_cpu_seconds,
+    tree_cpu_split,
     tree_memory_kib,
     wait_http_ok,
 )
@@ -126,6 +127,9 @@ class Step:
     drain_cpu: float = 0.0  # seconds of it after publishing stopped (a backlog shows here)
     server_util: float = 0.0  # server CPU / publish phase, in cores
     us_per_delivery: float = 0.0
+    # The part of it spent in the kernel (system time: the sends, wake-ups, interrupts);
+    # None in results recorded before it was measured.
+    kernel_us_per_delivery: float | None = None
     generator_util: float = 0.0  # this process, share of its core
     load_core_busy: float = 0.0  # the whole load core (generator + publisher + Redis)
     server_core_busy: float = 0.0  # the whole server core, softirq included
@@ -215,6 +219,10 @@ class Servers:
     def cpu(self) -> float:
         return tree_cpu_seconds(self.pids())
 
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, kernel) CPU seconds of every server process."""
+        return tree_cpu_split(self.pids())
+
     def memory(self) -> tuple[int, int]:
         return tree_memory_kib(self.pids())
 
@@ -287,7 +295,8 @@ async def measure_step(
     meter = CoreMeter()
     meter.start()
     fleet.coalesce(COALESCE_BYTES)
-    cpu0, gen0, start = servers.cpu(), self_cpu_seconds(), time.monotonic()
+    (user0, kernel0), gen0, start = servers.cpu_split(), self_cpu_seconds(), time.monotonic()
+    cpu0 = user0 + kernel0
     load0 = tree_cpu_seconds(load_pids)
     drops0 = backlog_drops()
     answer = await publisher.command(
@@ -301,7 +310,9 @@ async def measure_step(
     load_cpu = tree_cpu_seconds(load_pids) - load0
     fleet.coalesce(1)
     step.drain = await fleet.wait_quiet(quiet=1.0, cap=max(5.0, duration))
-    step.server_cpu = servers.cpu() - cpu0
+    user, kernel = servers.cpu_split()
+    step.server_cpu = user + kernel - cpu0
+    kernel_cpu = kernel - kernel0
     step.drain_cpu = step.server_cpu - cpu_publish
 
     step.sent, step.seconds = answer["sent"], answer["elapsed"]
@@ -323,6 +334,7 @@ async def measure_step(
     phase = max(publish_end - start, 1e-6)
     step.server_util = cpu_publish / phase
     step.us_per_delivery = step.server_cpu / step.delivered * 1e6 if step.delivered else 0.0
+    step.kernel_us_per_delivery = kernel_cpu / step.delivered * 1e6 if step.delivered else None
     step.generator_util = gen_publish / phase
     step.load_core_busy = busy.get(LOAD_CORE, 0.0)
     step.server_core_busy = busy.get(SERVER_CORE, 0.0)

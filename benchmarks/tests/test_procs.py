@@ -6,6 +6,8 @@ import contextlib
 import os
 import struct
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +227,30 @@ def test_the_servers_core_left_shared_when_asked() -> None:
     with procs.core_cleared(None, threads) as setting:
         assert setting == "shared with other threads"
     assert not listed  # not even looked at
+
+
+def test_a_process_cpu_splits_into_user_and_kernel_time_that_add_up() -> None:
+    """A child that only makes system calls shows up as kernel time, one that only
+    computes as user time; their sum is what the CPU per delivery is made of."""
+    script = (
+        "import os, sys, time\n"
+        "end = time.process_time() + 0.3\n"
+        "if sys.argv[1] == 'kernel':\n"
+        "    while time.process_time() < end: os.getppid(); os.stat('/')\n"
+        "else:\n"
+        "    while time.process_time() < end: sum(range(1000))\n"
+        "sys.stdin.read()\n"
+    )
+    for kind in ("kernel", "user"):
+        child = subprocess.Popen(
+            [sys.executable, "-c", script, kind], stdin=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while sum(procs.tree_cpu_split([child.pid])) < 0.25 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            user, kernel = procs.tree_cpu_split([child.pid])
+            assert procs.tree_cpu_seconds([child.pid]) == pytest.approx(user + kernel)
+            assert (kernel > user) if kind == "kernel" else (user > kernel), (kind, user, kernel)
+        finally:
+            child.communicate("")

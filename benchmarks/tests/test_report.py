@@ -32,11 +32,17 @@ def test_a_single_run_is_returned_as_it_is() -> None:
 
 
 def _ladder_result(
-    best: float, us: float, p99: float, top: bool = False, head: float | None = None
+    best: float,
+    us: float,
+    p99: float,
+    top: bool = False,
+    head: float | None = None,
+    kernel: float | None = None,
 ) -> dict[str, Any]:
+    reference = {"us_per_delivery": us, "kernel_us_per_delivery": kernel}
     return {
         "best": {"per_second": best, "p99": 0.02},
-        "reference": {"us_per_delivery": us, "p50": 0.001, "p99": p99, "p99_head": head},
+        "reference": {**reference, "p50": 0.001, "p99": p99, "p99_head": head},
         "top_reached": top,
         "steps": [],
     }
@@ -50,7 +56,7 @@ def test_the_targets_table_says_which_targets_this_run_met() -> None:
                 "label": "livefeed",
                 "scenarios": {
                     "fanout-1000": _ladder_result(300_000, 7.0, 0.003, top=True, head=0.0009),
-                    "many-channels": _ladder_result(40_000, 21.0, 0.003),
+                    "many-channels": _ladder_result(40_000, 21.0, 0.003, kernel=9.8),
                     "idle-memory": {
                         "kib_per_connection": 7.9,
                         "rss_kib_per_connection": 8.0,
@@ -86,6 +92,21 @@ def test_the_targets_table_says_which_targets_this_run_met() -> None:
     assert rows["≤ 10 KB per idle subscribed connection"].endswith("| met |")
     many = rows["many channels ≤ 1.3x one channel, CPU per delivery"]
     assert "3.00x" in many and "Nchan's own: 2.50x" in many and many.endswith("| **missed** |")
+    assert "livefeed's kernel time alone: 9.8 µs = 1.40x" in many
+
+
+def test_the_cpu_column_gives_the_kernels_part_when_it_was_measured() -> None:
+    own = _ladder_result(60_000, 9.7, 0.001, kernel=5.4)
+    older = _ladder_result(40_000, 15.3, 0.001)
+    peers = {
+        "livefeed": {"label": "livefeed", "scenarios": {"many-channels": own}},
+        "nchan": {"label": "Nchan", "scenarios": {"many-channels": older}},
+    }
+    table = render({"meta": {}, "peers": peers}).split("## Many channels")[1].split("\n## ")[0]
+    assert "CPU µs/delivery (kernel) @" in table
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in table.splitlines()}
+    assert rows["| livefeed"][3] == "9.7 (5.4)"
+    assert rows["| Nchan"][3] == "15.3"  # recorded before the split was measured
 
 
 def _rung(target: int, p99: float, loaded: bool = False, verdict: str = "clean") -> dict:
