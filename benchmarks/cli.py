@@ -33,7 +33,7 @@ from benchmarks.procs import (
     raise_fd_limit,
 )
 from benchmarks.redis_server import RedisServer
-from benchmarks.scenarios import PLANS, SCENARIOS, Plan, run_scenario
+from benchmarks.scenarios import PLANS, SCENARIOS, Plan, resummarise, run_scenario
 
 DEFAULT_PEERS = [peer.name for peer in ALL if peer.name != "channels-core"]
 BUDGET_MINUTES = {"full": 50.0, "quick": 12.0, "smoke": 3.0}
@@ -139,6 +139,10 @@ def _load(path: Path) -> dict[str, Any]:
     return {"meta": {}, "peers": {}}
 
 
+def _save(path: Path, results: dict[str, Any]) -> None:
+    path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+
+
 def _smoke_failures(results: dict[str, Any], names: list[str]) -> list[str]:
     failures = []
     for name in names:
@@ -160,7 +164,10 @@ async def main_async(args: argparse.Namespace, settings: dict[str, str]) -> int:
     out_dir = BENCH_DIR if plan.mode == "full" or args.record else run_dir
     results_path = out_dir / "results.json"
     if args.report_only:
-        (BENCH_DIR / "RESULTS.md").write_text(report.render(_load(BENCH_DIR / "results.json")))
+        results = _load(BENCH_DIR / "results.json")
+        resummarise(results)
+        _save(BENCH_DIR / "results.json", results)
+        (BENCH_DIR / "RESULTS.md").write_text(report.render(results))
         return 0
 
     names = [name for name in args.peers.split(",") if name]
@@ -213,10 +220,10 @@ async def main_async(args: argparse.Namespace, settings: dict[str, str]) -> int:
                 entry["scenarios"] = {**kept, **entry["scenarios"]}
             results["peers"][name] = entry
             out_dir.mkdir(parents=True, exist_ok=True)
-            results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+            _save(results_path, results)
     finally:
         redis.stop()
-    results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    _save(results_path, results)
     (out_dir / "RESULTS.md").write_text(report.render(results))
     print(f"wrote {out_dir / 'RESULTS.md'}", flush=True)
     if plan.mode == "smoke":

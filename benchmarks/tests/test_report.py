@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from benchmarks.report import render
-from benchmarks.scenarios import _median_step
+from benchmarks.scenarios import _median_step, resummarise
 from benchmarks.session import Step
 
 
@@ -19,6 +20,16 @@ def test_the_median_run_by_cost_with_each_latency_the_median_of_all_runs() -> No
     assert median.us_per_delivery == 8.0
     assert median.p99 == 0.004
     assert median.p50 == 0.001
+
+
+def test_the_kernels_part_is_the_median_runs_cost_at_the_share_of_all_runs() -> None:
+    runs = [
+        replace(_step(9.0, 0.002), kernel_us_per_delivery=6.0),
+        replace(_step(7.0, 0.009), kernel_us_per_delivery=3.0),
+        replace(_step(8.0, 0.004), kernel_us_per_delivery=3.0),
+    ]
+    # 12 of 24 us were the kernel's: half of the median run's 8.0
+    assert _median_step(runs).kernel_us_per_delivery == 4.0
 
 
 def test_runs_the_load_side_limited_do_not_count() -> None:
@@ -142,3 +153,19 @@ def test_each_peers_row_says_whether_its_idle_cores_polled_or_halted() -> None:
     rows = {line.split(" | ")[0]: line for line in render(results).splitlines()}
     assert "(full, idle cores polling)" in rows["| livefeed"]
     assert "(full, idle cores halting)" in rows["| Nchan"]
+
+
+def test_recorded_steps_are_summarised_again_by_todays_rules() -> None:
+    ladder = {"subscribers": 1000, "tools": 1, "steps": [20_000, 40_000], "reference": 20_000}
+    steps = [
+        _rung(20_000, 0.004) | {"us_per_delivery": 4.0, "kernel_us_per_delivery": 4.0},
+        _rung(20_000, 0.005) | {"us_per_delivery": 5.0, "kernel_us_per_delivery": 2.0},
+        _rung(20_000, 0.006) | {"us_per_delivery": 6.0, "kernel_us_per_delivery": 3.0},
+        _rung(40_000, 0.007),
+    ]
+    # as recorded before the kernel's part was pooled over the reference runs
+    result = {"ladder": ladder, "steps": steps, "reference": steps[1], "best": None}
+    results = {"meta": {}, "peers": {"livefeed": {"scenarios": {"fanout-1000": result}}}}
+    resummarise(results)
+    assert result["reference"]["kernel_us_per_delivery"] == 3.0  # 9 of 15 us, of 5.0
+    assert result["best"]["target"] == 40_000 and result["top_reached"]
