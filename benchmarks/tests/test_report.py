@@ -169,3 +169,41 @@ def test_recorded_steps_are_summarised_again_by_todays_rules() -> None:
     resummarise(results)
     assert result["reference"]["kernel_us_per_delivery"] == 3.0  # 9 of 15 us, of 5.0
     assert result["best"]["target"] == 40_000 and result["top_reached"]
+
+
+def test_a_peer_that_failed_or_did_not_run_fills_every_column_of_each_table() -> None:
+    failed = {name: {"error": "server | exited"} for name in
+              ("fanout-1000", "many-channels", "idle-memory", "connect-rate")}  # fmt: skip
+    results = {
+        "meta": {},
+        "peers": {
+            "livefeed": {"label": "livefeed", "scenarios": failed},
+            "nchan": {"label": "Nchan", "missing": "nginx not installed", "scenarios": {}},
+        },
+    }
+    page = render(results)
+    titles = ("Fan-out: 1,000", "Many channels", "Idle memory", "Connect rate")
+    tables = [part for part in page.split("\n## ") if part.startswith(titles)]
+    assert len(tables) == 4
+    for table in tables:
+        rows = [line for line in table.splitlines() if line.startswith("|")]
+        cells = {line.replace("\\|", "").count("|") for line in rows}
+        assert len(cells) == 1, table
+        assert any("error: server" in row for row in rows)
+
+
+def test_only_a_fan_out_to_one_tool_has_a_column_for_the_head_of_the_fan_out() -> None:
+    def result(tools: int) -> dict[str, Any]:
+        ladder = {"subscribers": 1000, "tools": tools, "steps": [20_000], "reference": 20_000}
+        return {**_ladder_result(40_000, 5.0, 0.004, head=0.0011), "ladder": ladder}
+
+    scenarios = {"fanout-1000": result(1), "many-channels": result(500)}
+    results = {"meta": {}, "peers": {"livefeed": {"label": "livefeed", "scenarios": scenarios}}}
+    page = render(results)
+    fanout = page.split("## Fan-out: 1,000")[1].split("\n## ")[0]
+    many = page.split("## Many channels")[1].split("\n## ")[0]
+    assert "head of the fan-out" in fanout and "| 1.1 |" in fanout
+    assert "head of the fan-out" not in many and "| 1.1 |" not in many
+    for table in (fanout, many):
+        rows = [line for line in table.splitlines() if line.startswith("|")]
+        assert len({line.count("|") for line in rows}) == 1
