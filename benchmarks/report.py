@@ -88,8 +88,10 @@ def _ladder_table(name: str, results: dict[str, Any]) -> list[str]:
     base = peers.get(BASE, {}).get("scenarios", {}).get(name, {})
     base_best = (base.get("best") or {}).get("per_second")
     base_us = (base.get("reference") or {}).get("us_per_delivery")
-    ladder = next((r["ladder"] for p in peers.values()
-                   if (r := p.get("scenarios", {}).get(name)) and "ladder" in r), None)  # fmt: skip
+    recorded = (r["ladder"] for p in peers.values()
+                if (r := p.get("scenarios", {}).get(name)) and "ladder" in r)  # fmt: skip
+    planned = results.get("meta", {}).get("plan", {}).get("ladders", {}).get(name)
+    ladder = next(recorded, planned)
     ref = _n(ladder["reference"]) if ladder else "?"
     # A publish to one of many tools reaches a handful of connections: every probe is
     # near the head of its fan-out, so the head has no column of its own there.

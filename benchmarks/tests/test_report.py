@@ -197,12 +197,28 @@ def test_only_a_fan_out_to_one_tool_has_a_column_for_the_head_of_the_fan_out() -
         return {**_ladder_result(40_000, 5.0, 0.004, head=0.0011), "ladder": ladder}
 
     scenarios = {"fanout-1000": result(1), "many-channels": result(500)}
-    results = {"meta": {}, "peers": {"livefeed": {"label": "livefeed", "scenarios": scenarios}}}
-    page = render(results)
+    failed = {"fanout-1000": {"error": "exited"}, "many-channels": {"error": "exited"}}
+    peers = {
+        "livefeed": {"label": "livefeed", "scenarios": scenarios},
+        "nchan": {"label": "Nchan", "scenarios": failed},
+        "floor": {"label": "C floor", "missing": "gcc not installed", "scenarios": {}},
+    }
+    page = render({"meta": {}, "peers": peers})
     fanout = page.split("## Fan-out: 1,000")[1].split("\n## ")[0]
     many = page.split("## Many channels")[1].split("\n## ")[0]
     assert "head of the fan-out" in fanout and "| 1.1 |" in fanout
     assert "head of the fan-out" not in many and "| 1.1 |" not in many
     for table in (fanout, many):
         rows = [line for line in table.splitlines() if line.startswith("|")]
+        assert len(rows) == 5  # header, separator, livefeed, Nchan's error, the floor's note
         assert len({line.count("|") for line in rows}) == 1
+
+
+def test_a_table_whose_every_peer_failed_takes_its_columns_from_the_plan() -> None:
+    ladder = {"subscribers": 5000, "tools": 500, "steps": [10_000], "reference": 10_000}
+    meta = {"plan": {"ladders": {"many-channels": ladder}}}
+    peers = {"livefeed": {"label": "livefeed", "scenarios": {"many-channels": {"error": "x"}}}}
+    many = render({"meta": meta, "peers": peers}).split("## Many channels")[1].split("\n## ")[0]
+    assert "head of the fan-out" not in many and "@ 10,000/s" in many
+    rows = [line for line in many.splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in rows}) == 1
