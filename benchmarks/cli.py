@@ -33,7 +33,7 @@ from benchmarks.procs import (
     raise_fd_limit,
 )
 from benchmarks.redis_server import RedisServer
-from benchmarks.scenarios import PLANS, SCENARIOS, Plan, resummarise, run_scenario
+from benchmarks.scenarios import PLANS, SCENARIOS, Plan, held, resummarise, run_scenario
 
 DEFAULT_PEERS = [peer.name for peer in ALL if peer.name != "channels-core"]
 BUDGET_MINUTES = {"full": 50.0, "quick": 12.0, "smoke": 3.0}
@@ -46,7 +46,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--smoke", action="store_true", help="seconds, tiny N: keeps it working")
     parser.add_argument("--peers", default=",".join(DEFAULT_PEERS),
                         help=f"comma-separated, from: {', '.join(BY_NAME)}")  # fmt: skip
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--scenarios", help=f"comma-separated, from: {', '.join(SCENARIOS)}")
     parser.add_argument("--record", action="store_true",
                         help="write benchmarks/RESULTS.md even in --quick/--smoke")  # fmt: skip
     parser.add_argument("--loopback-receive", choices=("steered", "default"), default="steered",
@@ -68,7 +68,28 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "given back after; or leave them free to run there")  # fmt: skip
     parser.add_argument("--report-only", action="store_true",
                         help="re-render RESULTS.md from results.json")  # fmt: skip
-    return parser.parse_args(argv)
+    parser.add_argument("--hold", type=_held_step, metavar="RATE:SECONDS",
+                        help="run one step of each ladder scenario at RATE deliveries/s "
+                        "for SECONDS, announcing it with the server's pids, to profile a "
+                        "server under a steady load; never recorded")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.hold and args.record:
+        parser.error("a held step is for profiling and is never recorded: drop --record")
+    return args
+
+
+def _held_step(text: str) -> tuple[int, float]:
+    """``RATE:SECONDS`` of ``--hold``, both positive."""
+    rate, _, seconds = text.partition(":")
+    try:
+        held_step = int(rate), float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected RATE:SECONDS, e.g. 20000:30, not {text!r}"
+        ) from None
+    if held_step[0] <= 0 or not 0 < held_step[1] < 3600:
+        raise argparse.ArgumentTypeError("RATE must be above 0 and SECONDS within (0, 3600)")
+    return held_step
 
 
 def machine() -> dict[str, Any]:
@@ -160,8 +181,8 @@ async def main_async(args: argparse.Namespace, settings: dict[str, str]) -> int:
     """The run; ``settings`` says how the machine was set for it (recorded with results)."""
     plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run_dir = BENCH_DIR / ".runs" / f"{stamp}-{plan.mode}"
-    out_dir = BENCH_DIR if plan.mode == "full" or args.record else run_dir
+    run_dir = BENCH_DIR / ".runs" / f"{stamp}-{plan.mode}{'-hold' if args.hold else ''}"
+    out_dir = BENCH_DIR if (plan.mode == "full" or args.record) and not args.hold else run_dir
     results_path = out_dir / "results.json"
     if args.report_only:
         results = _load(BENCH_DIR / "results.json")
@@ -171,11 +192,20 @@ async def main_async(args: argparse.Namespace, settings: dict[str, str]) -> int:
         return 0
 
     names = [name for name in args.peers.split(",") if name]
-    scenarios = [name for name in args.scenarios.split(",") if name]
+    scenarios = [name for name in (args.scenarios or ",".join(SCENARIOS)).split(",") if name]
     unknown = [n for n in names if n not in BY_NAME] + [s for s in scenarios if s not in SCENARIOS]
     if unknown:
         print(f"unknown peer or scenario: {', '.join(unknown)}", file=sys.stderr)
         return 2
+    if args.hold:
+        if args.scenarios is None:
+            scenarios = [name for name in scenarios if name in plan.ladders]
+        stepless = [name for name in scenarios if name not in plan.ladders]
+        if stepless:
+            print(f"--hold holds a ladder's step; these have none: {', '.join(stepless)}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        plan = held(plan, *args.hold)
     pin_self(LOAD_CORE)
     fds = raise_fd_limit()
     run_dir.mkdir(parents=True, exist_ok=True)

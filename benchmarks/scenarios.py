@@ -51,6 +51,9 @@ class Plan:
     # The reference step is measured this often and its figures are the medians: on a
     # VM one 6 s step can be 30 % off the next, enough to flip a comparison.
     reference_runs: int = 1
+    # A held step (``--hold``) says when it starts and which processes serve it, so
+    # that a profiler can be pointed at them.
+    announce_steps: bool = False
 
 
 NOISY_RETRIES = 3  # a step spoilt by other work on the machine is run again, this often
@@ -113,6 +116,17 @@ PLANS = {
         connect_timeout=10.0,
     ),
 }
+
+
+def held(plan: Plan, rate: int, seconds: float) -> Plan:
+    """``plan`` cut down to one step of each ladder, at ``rate`` deliveries/s for
+    ``seconds``, measured once: a steady load to profile a server under."""
+    ladders = {name: replace(ladder, steps=(rate,), reference=rate)
+               for name, ladder in plan.ladders.items()}  # fmt: skip
+    return replace(plan, step_seconds=seconds, ladders=ladders, reference_runs=1,
+                   announce_steps=True)  # fmt: skip
+
+
 SCENARIOS = ("fanout-1000", "fanout-5000", "many-channels", "idle-memory", "connect-rate",
              "scale-out")  # fmt: skip
 
@@ -166,6 +180,11 @@ async def run_ladder(peer: Peer, ctx: Context, plan: Plan, ladder: Ladder) -> di
                 await wait_server_idle(servers, fleet)
                 await wait_machine_quiet(own_cpu)
                 waited = time.monotonic() - waited
+                if plan.announce_steps:
+                    pids = " ".join(str(pid) for pid in servers.pids())
+                    print(f"  {peer.name}: {ladder.steps[index]:,} deliveries/s for "
+                          f"{plan.step_seconds:g} s from now; server pids: {pids}",
+                          flush=True)  # fmt: skip
                 step = await measure_step(
                     fleet, publisher, servers, target=ladder.steps[index],
                     duration=plan.step_seconds, seed=index + 1, load_pids=load_pids,
