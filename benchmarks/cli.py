@@ -202,7 +202,7 @@ async def main_async(args: argparse.Namespace, settings: dict[str, str]) -> int:
             scenarios = [name for name in scenarios if name in plan.ladders]
         stepless = [name for name in scenarios if name not in plan.ladders]
         if stepless:
-            print(f"--hold holds a ladder's step; these have none: {', '.join(stepless)}",
+            print(f"--hold holds a ladder's step; this plan has none for: {', '.join(stepless)}",
                   file=sys.stderr)  # fmt: skip
             return 2
         plan = held(plan, *args.hold)

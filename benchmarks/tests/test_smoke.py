@@ -59,7 +59,7 @@ def test_a_held_step_is_refused_where_it_means_nothing() -> None:
     assert recorded.returncode == 2 and "never recorded" in recorded.stderr
     stepless = _benchmarks("--hold", "300:1", "--peers", "livefeed", "--scenarios",
                            "idle-memory")  # fmt: skip
-    assert stepless.returncode == 2 and "these have none: idle-memory" in stepless.stderr
+    assert stepless.returncode == 2 and "this plan has none for: idle-memory" in stepless.stderr
     for bad in ("fast", "300", "300:0", "0:2", "300:-1"):
         malformed = _benchmarks("--hold", bad, "--peers", "livefeed")
         assert malformed.returncode == 2, bad
