@@ -1,4 +1,5 @@
-"""The whole suite in --smoke mode against livefeed: keeps the benchmarks runnable.
+"""The whole suite in --smoke mode against livefeed, and a held step (--hold): keeps the
+benchmarks runnable.
 
 Needs redis-server and taskset (Debian: redis-server, util-linux); about 30 s.
 """
@@ -48,8 +49,8 @@ def test_a_held_step_runs_once_at_its_rate_and_says_which_processes_serve_it() -
     assert announced, result.stdout
     run_dir = Path(re.search(r"logs in (\S+)", result.stdout).group(1))  # type: ignore[union-attr]
     assert run_dir.name.endswith("-smoke-hold")
-    scenario = json.loads((run_dir / "results.json").read_text())["peers"]["livefeed"]
-    steps = scenario["scenarios"]["many-channels"]["steps"]
+    peer = json.loads((run_dir / "results.json").read_text())["peers"]["livefeed"]
+    steps = peer["scenarios"]["many-channels"]["steps"]
     assert [step["target"] for step in steps] == [300]
     assert 1.4 < steps[0]["seconds"] < 2.0  # the publisher's own elapsed time
 
