@@ -37,6 +37,20 @@ def test_runs_the_load_side_limited_do_not_count() -> None:
     assert _median_step(runs).us_per_delivery == 7.0  # the lower of the two valid runs
 
 
+def _section(page: str, title: str) -> str:
+    """The part of a rendered RESULTS.md under the heading that starts with ``title``."""
+    return page.split(f"## {title}")[1].split("\n## ")[0]
+
+
+def _table_rows(section: str) -> list[str]:
+    return [line for line in section.splitlines() if line.startswith("|")]
+
+
+def _cells_per_row(section: str) -> set[int]:
+    """How many cell borders each row of the section's table has (one value: all alike)."""
+    return {line.count("|") for line in _table_rows(section)}
+
+
 def test_a_single_run_is_returned_as_it_is() -> None:
     only = _step(7.0, 0.002)
     assert _median_step([only]) is only
@@ -92,7 +106,7 @@ def test_the_targets_table_says_which_targets_this_run_met() -> None:
             },
         },
     }
-    table = render(results).split("## Targets")[1].split("\n## ")[0]
+    table = _section(render(results), "Targets")
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if "|" in line}
     assert rows["highest clean rate ≥ Nchan's"].endswith("| met |")
     assert "3.75x" in rows["highest clean rate ≥ 1.5x Socket.IO's"]
@@ -113,7 +127,7 @@ def test_the_cpu_column_gives_the_kernels_part_when_it_was_measured() -> None:
         "livefeed": {"label": "livefeed", "scenarios": {"many-channels": own}},
         "nchan": {"label": "Nchan", "scenarios": {"many-channels": older}},
     }
-    table = render({"meta": {}, "peers": peers}).split("## Many channels")[1].split("\n## ")[0]
+    table = _section(render({"meta": {}, "peers": peers}), "Many channels")
     assert "CPU µs/delivery (kernel) @" in table
     rows = {line.split(" | ")[0]: line.split(" | ") for line in table.splitlines()}
     assert rows["| livefeed"][3] == "9.7 (5.4)"
@@ -186,9 +200,8 @@ def test_a_peer_that_failed_or_did_not_run_fills_every_column_of_each_table() ->
     tables = [part for part in page.split("\n## ") if part.startswith(titles)]
     assert len(tables) == 4
     for table in tables:
-        rows = [line for line in table.splitlines() if line.startswith("|")]
-        assert len({line.count("|") for line in rows}) == 1, table
-        assert any("error: server" in row for row in rows)
+        assert len(_cells_per_row(table)) == 1, table
+        assert any("error: server" in row for row in _table_rows(table))
 
 
 def test_only_a_fan_out_to_one_tool_has_a_column_for_the_head_of_the_fan_out() -> None:
@@ -204,21 +217,18 @@ def test_only_a_fan_out_to_one_tool_has_a_column_for_the_head_of_the_fan_out() -
         "floor": {"label": "C floor", "missing": "gcc not installed", "scenarios": {}},
     }
     page = render({"meta": {}, "peers": peers})
-    fanout = page.split("## Fan-out: 1,000")[1].split("\n## ")[0]
-    many = page.split("## Many channels")[1].split("\n## ")[0]
+    fanout, many = _section(page, "Fan-out: 1,000"), _section(page, "Many channels")
     assert "head of the fan-out" in fanout and "| 1.1 |" in fanout
     assert "head of the fan-out" not in many and "| 1.1 |" not in many
     for table in (fanout, many):
-        rows = [line for line in table.splitlines() if line.startswith("|")]
-        assert len(rows) == 5  # header, separator, livefeed, Nchan's error, the floor's note
-        assert len({line.count("|") for line in rows}) == 1
+        assert len(_table_rows(table)) == 5  # header, separator, livefeed, Nchan, the floor
+        assert len(_cells_per_row(table)) == 1
 
 
 def test_a_table_whose_every_peer_failed_takes_its_columns_from_the_plan() -> None:
     ladder = {"subscribers": 5000, "tools": 500, "steps": [10_000], "reference": 10_000}
     meta = {"plan": {"ladders": {"many-channels": ladder}}}
     peers = {"livefeed": {"label": "livefeed", "scenarios": {"many-channels": {"error": "x"}}}}
-    many = render({"meta": meta, "peers": peers}).split("## Many channels")[1].split("\n## ")[0]
+    many = _section(render({"meta": meta, "peers": peers}), "Many channels")
     assert "head of the fan-out" not in many and "@ 10,000/s" in many
-    rows = [line for line in many.splitlines() if line.startswith("|")]
-    assert len({line.count("|") for line in rows}) == 1
+    assert len(_cells_per_row(many)) == 1
