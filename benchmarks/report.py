@@ -396,6 +396,13 @@ def _span(results: dict[str, Any]) -> str:
     return f"{dates[0]} to {dates[-1]}" if dates else "?"
 
 
+def _fd_limit(meta: dict[str, Any]) -> str:
+    """The servers' open-file limit, where the run recorded it: livefeed duplicates a
+    connection's descriptor only below half of it (benchmarks/README.md)."""
+    limit = meta.get("fd_limit")
+    return "" if limit is None else f", open-file limit {limit:,} per process"
+
+
 def render(results: dict[str, Any]) -> str:
     meta = results.get("meta", {})
     plan = meta.get("plan", {})
@@ -412,7 +419,7 @@ def render(results: dict[str, Any]) -> str:
         " scenario's date is in its step table below",
         f"- Machine: {meta.get('cpu', '?')}, {meta.get('memory_gib', '?')} GiB, "
         f"{meta.get('os', '?')}, Linux {meta.get('kernel', '?')}, TCP congestion control "
-        f"{meta.get('congestion_control', '?')}",
+        f"{meta.get('congestion_control', '?')}{_fd_limit(meta)}",
         f"- Pinning: {meta.get('pinning', '?')}; every server is one process "
         "(two in scale-out) with its Redis backend on; the server's core: "
         f"{meta.get('server_core', 'shared with other threads')}",

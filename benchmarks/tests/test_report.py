@@ -232,3 +232,12 @@ def test_a_table_whose_every_peer_failed_takes_its_columns_from_the_plan() -> No
     many = _section(render({"meta": meta, "peers": peers}), "Many channels")
     assert "head of the fan-out" not in many and "@ 10,000/s" in many
     assert len(_cells_per_row(many)) == 1
+
+
+def test_the_machine_line_gives_the_servers_open_file_limit_when_recorded() -> None:
+    def machine_line(meta: dict[str, Any]) -> str:
+        page = render({"meta": meta, "peers": {}})
+        return next(line for line in page.splitlines() if line.startswith("- Machine:"))
+
+    assert machine_line({"fd_limit": 20000}).endswith(", open-file limit 20,000 per process")
+    assert "open-file limit" not in machine_line({})  # runs recorded before it was kept
