@@ -18,7 +18,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from livefeed import logs
 from livefeed.app import Runtime, create_app
 from livefeed.config import Settings
-from livefeed.transports.direct import DirectWebSocketProtocol
+from livefeed.transports.direct import DirectWebSocketProtocol, raise_descriptor_limit
 from livefeed.transports.sse import TRANSPORT_EXTENSION
 
 log = logging.getLogger("uvicorn.error")  # where uvicorn reports listening and failing
@@ -160,7 +160,10 @@ def run(settings: Settings) -> int:
     gc.set_threshold(50_000, 20, 20)
     gc.collect()
     gc.freeze()
-    server = build(settings)
+    server = build(settings)  # (configures logging)
+    before, after = raise_descriptor_limit()
+    if after != before:
+        log.info("open-file limit raised from %d to %d (the hard limit)", before, after)
     try:
         listeners = bind(settings.host, settings.port)
     except OSError as exc:

@@ -50,8 +50,9 @@ def start_server() -> Iterator[StartServer]:
         args: tuple[str, ...] = (),
         ready_path: str = "/healthz",
         command: tuple[str, ...] = (),
+        open_files: tuple[int, int] | None = None,
     ) -> ServerProcess:
-        server = ServerProcess(env or {}, args, command)
+        server = ServerProcess(env or {}, args, command, open_files)
         started.append(server)
         return server.start(ready_path)
 

@@ -25,6 +25,7 @@ connection gets its 4008 close frame and is cut, without waiting on the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -324,6 +325,23 @@ def _raw_descriptor_ceiling() -> int:
 
 
 RAW_DESCRIPTOR_CEILING = _raw_descriptor_ceiling()
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise the process's soft open-file limit to its hard limit, as Go programs do at
+    start, and move the duplicates' ceiling with it; returns the soft limit before and
+    after. Each WebSocket subscriber holds two descriptors here, and a soft limit of
+    1,024 (a common default, with a far higher hard limit) would refuse connections
+    long before memory or CPU ran short. Only for ``livefeed serve``: in another
+    server the process and its limits are that server's."""
+    global RAW_DESCRIPTOR_CEILING
+    before, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if before != hard:
+        # (refused for a hard limit above the kernel's nr_open: the limit stays as it was)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    RAW_DESCRIPTOR_CEILING = _raw_descriptor_ceiling()
+    return before, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def raw_socket(transport: asyncio.BaseTransport) -> socket.socket | None:

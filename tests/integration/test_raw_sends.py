@@ -133,3 +133,37 @@ async def test_past_the_descriptor_ceiling_a_connection_sends_through_its_transp
         assert (await client.events(1))[0]["data"]["title"] == "through the transport"
         assert descriptors_of(os.getpid(), settings.port)[client_port(client)] == 1
         await client.close()
+
+
+def open_file_limit(pid: int) -> tuple[int, int]:
+    """(soft, hard) from /proc/<pid>/limits."""
+    with open(f"/proc/{pid}/limits") as lines:
+        for line in lines:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError("no open-file limit in /proc")
+
+
+async def test_serve_raises_a_low_open_file_limit_to_the_hard_limit(start_server: StartServer):
+    # Under a soft limit of 256 the server could hold about 180 connections (two
+    # descriptors each below half the limit, one above); raised to the hard limit, it
+    # holds 300 with a duplicate each, and all of them get the event.
+    server = start_server(open_files=(256, 4096))
+    assert server.process is not None
+    assert open_file_limit(server.process.pid) == (4096, 4096)
+    assert "open-file limit raised from 256 to 4096" in server.log()
+    tool = unique_tool()
+    clients = []
+    for _ in range(300):
+        client = await WsClient.open(server.ws_url, tools=tool)
+        await client.welcome()
+        await client.expect("subscribed")
+        clients.append(client)
+    await publish_ok(server.url, story([tool], "to three hundred"))
+    for client in clients:
+        assert (await client.events(1))[0]["data"]["title"] == "to three hundred"
+    ports = {client_port(client) for client in clients}
+    per_connection = descriptors_per_connection(server)
+    assert {per_connection[port] for port in ports} == {2}
+    await asyncio.gather(*(client.close() for client in clients))

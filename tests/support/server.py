@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import http.client
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -40,13 +41,19 @@ PLAIN_UVICORN = ("uvicorn", "--factory", "livefeed.app:create_app")
 
 class ServerProcess:
     def __init__(
-        self, env: dict[str, str], args: tuple[str, ...] = (), command: tuple[str, ...] = ()
+        self,
+        env: dict[str, str],
+        args: tuple[str, ...] = (),
+        command: tuple[str, ...] = (),
+        open_files: tuple[int, int] | None = None,
     ) -> None:
         """``command``: the module to run and its arguments (``livefeed serve`` unless
-        given, e.g. :data:`PLAIN_UVICORN`); ``--host`` and ``--port`` are added."""
+        given, e.g. :data:`PLAIN_UVICORN`); ``--host`` and ``--port`` are added.
+        ``open_files``: the (soft, hard) open-file limit to start it under."""
         self.env = {**_clean_environ(), "LIVEFEED_PUBLISH_KEYS": PUBLISH_KEY, **env}
         self.args = args
         self.command = command or ("livefeed", "serve")
+        self.open_files = open_files
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="livefeed-server-", suffix=".log")[1])
@@ -90,6 +97,7 @@ class ServerProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=None if self.open_files is None else self._limit_open_files,
             )
         process = self.process
         wait_until(
@@ -97,6 +105,11 @@ class ServerProcess:
             what=f"livefeed serve on {self.port}",
         )
         return process.poll() is None
+
+    def _limit_open_files(self) -> None:
+        """(In the child, before it runs Python.)"""
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     def start(self, ready_path: str = "/healthz") -> ServerProcess:
         for _attempt in range(3):  # the free port may be taken between choosing and binding
