@@ -12,13 +12,14 @@ import struct
 from collections import Counter
 
 import pytest
+import websockets
 
 from livefeed.config import Settings
 from livefeed.transports import direct
 from tests.conftest import StartServer
 from tests.support.clients import WsClient, publish_ok, story, unique_tool
 from tests.support.ports import free_port
-from tests.support.server import PUBLISH_KEY, ServerProcess, serve_in_process
+from tests.support.server import PUBLISH_KEY, ServerProcess, scrape, serve_in_process
 from tests.support.timing import TIMEOUT, async_wait_until
 
 _LISTEN = "0A"  # /proc/net/tcp state
@@ -166,4 +167,45 @@ async def test_serve_raises_a_low_open_file_limit_to_the_hard_limit(start_server
     ports = {client_port(client) for client in clients}
     per_connection = descriptors_per_connection(server)
     assert {per_connection[port] for port in ports} == {2}
+    # What an operator watches (docs/operations.md): descriptors in use against the limit.
+    samples = await scrape(server)
+    assert samples[("process_max_fds", ())] == 4096
+    assert samples[("process_open_fds", ())] >= 600
     await asyncio.gather(*(client.close() for client in clients))
+
+
+async def test_at_the_open_file_limit_a_connection_is_refused_and_the_server_carries_on(
+    start_server: StartServer,
+):
+    # The event loop (libuv) accepts and at once closes a connection it has no
+    # descriptor for: the client is refused promptly, not left hanging, and the
+    # listener stays open, so connections are taken again once descriptors free up.
+    server = start_server(open_files=(64, 64))
+    tool = unique_tool()
+    clients: list[WsClient] = []
+    refused = None
+    for _ in range(64):  # more than 64 descriptors' worth
+        try:
+            client = await WsClient.open(server.ws_url, tools=tool)
+        except (OSError, websockets.exceptions.InvalidMessage) as error:
+            refused = error
+            break
+        await client.welcome()
+        await client.expect("subscribed")
+        clients.append(client)
+    assert refused is not None and clients, "the limit was never reached"
+    assert not isinstance(refused, TimeoutError), "refused by hanging, not at once"
+    leaving = {client_port(client) for client in clients[:5]}
+    for client in clients[:5]:
+        await client.close()
+    await async_wait_until(
+        lambda: not set(descriptors_per_connection(server)) & leaving,
+        what="the server to let go of the closed connections",
+    )
+    late = await WsClient.open(server.ws_url, tools=tool)
+    await late.welcome()
+    await late.expect("subscribed")
+    await publish_ok(server.url, story([tool], "after the limit"))
+    for client in [*clients[5:], late]:
+        assert (await client.events(1))[0]["data"]["title"] == "after the limit"
+    await asyncio.gather(*(client.close() for client in [*clients[5:], late]))
