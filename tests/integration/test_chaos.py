@@ -154,9 +154,7 @@ async def test_a_barrage_of_garbage_leaves_the_server_healthy(
         assert (await http.get("/healthz")).status_code == 200
         assert (await http.get("/readyz")).status_code == 200
     tool = unique_tool()
-    fresh = await WsClient.open(server.ws_url, tools=tool)
-    await fresh.welcome()
-    await fresh.expect("subscribed")
+    fresh = await WsClient.subscribed(server.ws_url, tool)
     [event] = await publish_ok(server.url, story([tool], "after the storm"))
     assert (await fresh.events(1))[0]["id"] == event["id"]
     await fresh.close()

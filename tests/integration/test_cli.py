@@ -160,9 +160,7 @@ def test_demo_publishes_realistic_events(server: ServerProcess):
 
 async def test_serve_demo_makes_the_feed_move(start_server: StartServer):
     server = start_server(args=("--demo", "--demo-rate", "50"))
-    client = await WsClient.open(server.ws_url, tools="*")
-    await client.welcome()
-    await client.expect("subscribed")
+    client = await WsClient.subscribed(server.ws_url, "*")
     events = await client.events(3)
     assert all(e["channel"] == "*" for e in events)
     await client.close()

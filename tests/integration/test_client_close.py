@@ -20,9 +20,7 @@ from tests.support.timing import TIMEOUT, async_wait_until
 async def test_a_client_close_is_clean_and_does_not_hold_up_shutdown(start_server: StartServer):
     server = start_server()
     tool = unique_tool()
-    client = await WsClient.open(server.ws_url, tools=tool)
-    await client.welcome()
-    await client.expect("subscribed")
+    client = await WsClient.subscribed(server.ws_url, tool)
     await client.close()  # the client starts the closing handshake
 
     async def gone() -> bool:

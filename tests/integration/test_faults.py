@@ -36,9 +36,7 @@ async def test_redis_restarts_mid_stream_deliver_every_acknowledged_event_and_no
 ):
     server = start_server(redis_env(own_redis, prefix))
     tool = unique_tool()
-    client = await WsClient.open(server.ws_url, tools=tool)
-    await client.welcome()
-    await client.expect("subscribed")
+    client = await WsClient.subscribed(server.ws_url, tool)
     acked: list[str] = []
     codes: list[str] = []  # the error code of every publish not answered 202
     stop = asyncio.Event()
@@ -88,12 +86,7 @@ async def test_sigterm_closes_every_connection_with_1001_and_exits_in_time(
     start_server: StartServer,
 ):
     server = start_server()
-    clients = []
-    for _ in range(5):
-        client = await WsClient.open(server.ws_url, tools="flask")
-        await client.welcome()
-        await client.expect("subscribed")
-        clients.append(client)
+    clients = [await WsClient.subscribed(server.ws_url, "flask") for _ in range(5)]
     started = time.monotonic()
     assert server.process is not None
     server.process.terminate()
@@ -138,9 +131,7 @@ async def test_after_sigkill_of_one_process_a_client_resumes_on_the_other_missin
     doomed = start_server(redis_env(redis_server, prefix))
     survivor = start_server(redis_env(redis_server, prefix))
     tool = unique_tool()
-    client = await WsClient.open(doomed.ws_url, tools=tool)
-    await client.welcome()
-    await client.expect("subscribed")
+    client = await WsClient.subscribed(doomed.ws_url, tool)
     seen = [(await publish_ok(survivor.url, story([tool], f"a{i}")))[0]["id"] for i in range(3)]
     assert [e["id"] for e in await client.events(3)] == seen
     doomed.kill()
@@ -159,9 +150,7 @@ async def test_a_client_resuming_after_a_redis_outage_gets_every_acknowledged_ev
 ):
     server = start_server(redis_env(own_redis, prefix))
     tool = unique_tool()
-    client = await WsClient.open(server.ws_url, tools=tool)
-    await client.welcome()
-    await client.expect("subscribed")
+    client = await WsClient.subscribed(server.ws_url, tool)
     [first] = await publish_ok(server.url, story([tool], "before"))
     assert (await client.events(1))[0]["id"] == first["id"]
     await client.close()

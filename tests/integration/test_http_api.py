@@ -33,9 +33,7 @@ async def titles(server: ServerProcess, tool: str) -> list[str]:
 
 async def test_publish_is_accepted_stored_and_delivered(server: ServerProcess):
     tool = unique_tool()
-    client = await WsClient.open(server.ws_url, tools=tool)
-    await client.welcome()
-    await client.expect("subscribed")
+    client = await WsClient.subscribed(server.ws_url, tool)
     response = await publish(server.url, story([tool], "Accepted"))
     assert response.status_code == 202
     [ids] = [response.json()["events"]]
@@ -142,10 +140,7 @@ async def test_an_invalid_event_is_422_with_its_field(server: ServerProcess):
 
 async def test_a_batch_with_one_bad_event_stores_and_delivers_nothing(server: ServerProcess):
     tool, marker = unique_tool(), unique_tool()
-    client = await WsClient.open(server.ws_url, tools=f"{tool},{marker}")
-    await client.welcome()
-    await client.expect("subscribed")
-    await client.expect("subscribed")
+    client = await WsClient.subscribed(server.ws_url, f"{tool},{marker}")
     events = [story([tool], f"ok{i}") for i in range(5)]
     events.insert(3, story([tool], url="ftp://nope"))
     response = await publish(server.url, {"events": events})
@@ -231,9 +226,7 @@ async def test_a_publish_whose_redis_reply_is_lost_is_202_with_the_ids_it_was_st
 ):
     server = start_server({"LIVEFEED_REDIS_URL": redis_relay.url, "LIVEFEED_REDIS_PREFIX": prefix})
     tool = unique_tool()
-    client = await WsClient.open(server.ws_url, tools=tool)
-    await client.welcome()
-    await client.expect("subscribed")
+    client = await WsClient.subscribed(server.ws_url, tool)
     await publish_ok(server.url, story([tool], "warm-up"))  # from now on EVALSHA runs it
     redis_relay.lose_reply_to(PUBLISH_SHA)
     async with httpx.AsyncClient(timeout=3 * TIMEOUT) as http:  # the server waits 5 s first

@@ -39,9 +39,7 @@ async def test_a_consumer_that_stops_reading_is_closed_with_4008_and_slows_no_on
     server = start_server({"LIVEFEED_OUTBOX_FRAMES": "50"})
     tool = unique_tool()
     slow = await RawWebSocket.open(server.port, f"/ws?tools={tool}", receive_buffer=4096)
-    fast = await WsClient.open(server.ws_url, tools=tool)
-    await fast.welcome()
-    await fast.expect("subscribed")
+    fast = await WsClient.subscribed(server.ws_url, tool)
     # ~6 MB: more than the kernel's socket buffers hold, so the slow one backs up.
     body = "x" * 4000
     ids: list[str] = []

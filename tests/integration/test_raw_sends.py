@@ -105,9 +105,7 @@ async def test_each_connections_duplicate_descriptor_ends_with_it_however_it_end
 
 async def test_a_server_closing_a_connection_closes_its_duplicate_too(start_server: StartServer):
     server = start_server({"LIVEFEED_MAX_SUBSCRIPTIONS": "1"})
-    client = await WsClient.open(server.ws_url, tools=unique_tool())
-    await client.welcome()
-    await client.expect("subscribed")
+    client = await WsClient.subscribed(server.ws_url, unique_tool())
     port = client_port(client)
     assert descriptors_per_connection(server)[port] == 2
     await client.send("x" * 5000)  # over the frame limit: the server closes with 1009
@@ -127,9 +125,7 @@ async def test_past_the_descriptor_ceiling_a_connection_sends_through_its_transp
     settings = Settings(port=free_port(), publish_keys=(PUBLISH_KEY,), log_level="warning")
     async with serve_in_process(settings) as address:
         tool = unique_tool()
-        client = await WsClient.open(f"ws://{address}/ws", tools=tool)
-        await client.welcome()
-        await client.expect("subscribed")
+        client = await WsClient.subscribed(f"ws://{address}/ws", tool)
         await publish_ok(f"http://{address}", story([tool], "through the transport"))
         assert (await client.events(1))[0]["data"]["title"] == "through the transport"
         assert descriptors_of(os.getpid(), settings.port)[client_port(client)] == 1
@@ -155,12 +151,7 @@ async def test_serve_raises_a_low_open_file_limit_to_the_hard_limit(start_server
     assert open_file_limit(server.process.pid) == (4096, 4096)
     assert "open-file limit raised from 256 to 4096" in server.log()
     tool = unique_tool()
-    clients = []
-    for _ in range(300):
-        client = await WsClient.open(server.ws_url, tools=tool)
-        await client.welcome()
-        await client.expect("subscribed")
-        clients.append(client)
+    clients = [await WsClient.subscribed(server.ws_url, tool) for _ in range(300)]
     await publish_ok(server.url, story([tool], "to three hundred"))
     for client in clients:
         assert (await client.events(1))[0]["data"]["title"] == "to three hundred"
@@ -202,9 +193,7 @@ async def test_at_the_open_file_limit_a_connection_is_refused_and_the_server_car
         lambda: not set(descriptors_per_connection(server)) & leaving,
         what="the server to let go of the closed connections",
     )
-    late = await WsClient.open(server.ws_url, tools=tool)
-    await late.welcome()
-    await late.expect("subscribed")
+    late = await WsClient.subscribed(server.ws_url, tool)
     await publish_ok(server.url, story([tool], "after the limit"))
     for client in [*clients[5:], late]:
         assert (await client.events(1))[0]["data"]["title"] == "after the limit"

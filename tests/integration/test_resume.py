@@ -40,9 +40,7 @@ async def test_since_resumes_with_exactly_the_missed_events(server: ServerProces
 
 async def test_reconnecting_with_the_last_id_misses_and_repeats_nothing(server: ServerProcess):
     tool = unique_tool()
-    client = await WsClient.open(server.ws_url, tools=tool)
-    await client.welcome()
-    await client.expect("subscribed")
+    client = await WsClient.subscribed(server.ws_url, tool)
     before = await ids_of(server, tool, 3)
     seen = [e["id"] for e in await client.events(3)]
     await client.close()

@@ -40,12 +40,7 @@ async def test_one_redis_subscription_per_tool_per_process(
         [(_, count)] = await redis.pubsub_numsub(channel)
         return int(count)
 
-    clients = []
-    for _ in range(3):
-        client = await WsClient.open(server.ws_url, tools=tool)
-        await client.welcome()
-        await client.expect("subscribed")
-        clients.append(client)
+    clients = [await WsClient.subscribed(server.ws_url, tool) for _ in range(3)]
     assert await subscriptions() == 1
     for client in clients[:2]:
         await client.close()

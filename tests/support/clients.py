@@ -42,6 +42,16 @@ class WsClient:
             )
         )
 
+    @classmethod
+    async def subscribed(cls, ws_url: str, tools: str) -> WsClient:
+        """Open with ``tools`` in the URL and read the welcome and each tool's
+        ``subscribed``."""
+        client = await cls.open(ws_url, tools=tools)
+        await client.welcome()
+        for _ in tools.split(","):
+            await client.expect("subscribed")
+        return client
+
     async def send(self, frame: dict[str, Any] | str | bytes) -> None:
         if isinstance(frame, dict):
             frame = orjson.dumps(frame).decode()
