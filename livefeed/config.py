@@ -149,7 +149,7 @@ SETTINGS: tuple[Setting, ...] = (
         "sse_keepalive",
         ("LIVEFEED_SSE_KEEPALIVE",),
         positive_float,
-        "seconds of silence before an SSE comment line (at most 15)",
+        "seconds between SSE comment lines (at most 15)",
     ),
     Setting("demo", ("LIVEFEED_DEMO",), switch, "publish the demo stream inside the server"),
     Setting("demo_rate", ("LIVEFEED_DEMO_RATE",), positive_float, "demo events per second"),
@@ -223,8 +223,8 @@ class Settings:
             raise ConfigError(f"LIVEFEED_HEARTBEAT must be at most {HEARTBEAT_MAX:g} s")
         if self.sse_keepalive > SSE_KEEPALIVE_MAX:
             raise ConfigError(
-                f"LIVEFEED_SSE_KEEPALIVE must be at most {SSE_KEEPALIVE_MAX:g} s: a quiet "
-                "stream needs a comment line at least that often (CONTRACT.md)"
+                f"LIVEFEED_SSE_KEEPALIVE must be at most {SSE_KEEPALIVE_MAX:g} s: a stream "
+                "needs a comment line at least that often (CONTRACT.md)"
             )
         if self.publish_burst < self.max_batch:
             raise ConfigError(

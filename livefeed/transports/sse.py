@@ -6,8 +6,8 @@ covers every channel of the stream (``flask:1764-0,*:1765-3``), so a browser's
 events and, once each subscription is live, with an ``event: position`` message
 (``{"type": "position", "tool", "id"}``), so that a tool with no event yet still
 resumes from where the stream started. ``subscribed``, ``presence`` and ``error``
-frames come as events of those names. A comment line goes out whenever the stream has
-been quiet for ``sse_keepalive`` seconds (15).
+frames come as events of those names. A comment line goes out every ``sse_keepalive``
+seconds (15), busy or quiet, as the contract asks ("at least every 15 s").
 
 A stream the server ends says why in a last ``event: close`` message,
 ``{"type": "close", "code": 4001, "reason": "token expired"}``, with the WebSocket
@@ -50,6 +50,7 @@ log = logging.getLogger("livefeed.sse")
 
 RETRY_MS = 2000  # the browser's reconnect delay, sent once at the start
 RETRY = f"retry: {RETRY_MS}\n\n".encode()
+KEEPALIVE = b": keepalive\n\n"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "close"}
 # The HTTP connection's transport, in the scope under `livefeed serve` (server.py).
 TRANSPORT_EXTENSION = "livefeed.transport"
@@ -67,7 +68,7 @@ class SseOutbox(QueueingOutbox):
         keepalive: float,
         on_close: Callable[[], None] = lambda: None,
     ) -> None:
-        self._keepalive = keepalive  # seconds of silence before a comment (proxies cut idle)
+        self._keepalive = keepalive  # seconds between comment lines (proxies cut idle streams)
         self._on_close = on_close
         self._max_frames = max_frames
         self._max_bytes = max_bytes
@@ -138,23 +139,36 @@ class SseOutbox(QueueingOutbox):
 
     async def chunks(self) -> AsyncIterator[bytes]:
         yield RETRY
+        loop = asyncio.get_running_loop()
+        # On a clock of its own, not after a silence: a stream busy with events still gets
+        # a comment line at least this often (CONTRACT.md: "at least every 15 s").
+        comment_due = loop.time() + self._keepalive
         while self._queue or not self._closed:
             if not self._queue:
                 self._drained.set()
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self._keepalive)
-                except TimeoutError:
-                    yield b": keepalive\n\n"
-                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), comment_due - loop.time())
+            comment = b""
+            now = loop.time()
+            if now >= comment_due:
+                comment = KEEPALIVE
+                # On schedule, not from now, so late wake-ups do not add up (unless
+                # a whole period was missed).
+                comment_due += self._keepalive
+                if comment_due <= now:
+                    comment_due = now + self._keepalive
             if self._queue:
-                batch = b"".join(self._queue)  # coalesce what piled up into one write
+                # What piled up (and a comment due) goes out in one write.
+                batch = b"".join((comment, *self._queue))
                 self._queue.clear()
                 self._bytes = 0
                 # Taken: a replay waiting in drain() may go on, even if live events
                 # refill the queue before it is empty again at the top of this loop.
                 self._drained.set()
                 yield batch
+            elif comment:
+                yield comment
 
 
 def _subscribe_frame(request: Request, max_subscriptions: int) -> protocol.Subscribe:

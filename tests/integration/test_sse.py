@@ -131,6 +131,38 @@ async def test_a_quiet_stream_gets_keepalive_comments(start_server: StartServer)
         await sse.response.aclose()
 
 
+async def test_a_busy_stream_still_gets_a_comment_line_every_keepalive(
+    start_server: StartServer,
+):
+    # "A comment line at least every 15 s" (CONTRACT.md) holds while events flow too:
+    # a stream that only commented after a silence would never comment here.
+    server = start_server({"LIVEFEED_SSE_KEEPALIVE": "0.5"})
+    tool = unique_tool()
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        sse = await stream(http, server, f"tools={tool}")
+        await live(sse)
+        publishing = True
+
+        async def publish_on() -> None:
+            while publishing:  # paced well inside the outbox and publish-rate limits
+                await publish_ok(server.url, story([tool]), http)
+                await asyncio.sleep(0.02)
+
+        publisher = asyncio.create_task(publish_on())
+        seen: list[str] = []
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                while seen.count("comment") < 2:
+                    message = await sse.next()
+                    seen.append("comment" if message.comment else message.event)
+        finally:
+            publishing = False
+            await publisher
+        first = seen.index("comment")
+        assert "story" in seen[first + 1 : -1], seen  # events flowed between the comments
+        await sse.response.aclose()
+
+
 async def test_a_stalled_reader_closed_as_a_slow_consumer_is_cut_and_uncounted(
     start_server: StartServer,
 ):
