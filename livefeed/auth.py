@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from livefeed.errors import RateLimited, TooLarge, Unauthorized
+from livefeed.errors import RateLimited, Unauthorized
 from livefeed.limits import TokenBucket
 from livefeed.tokens import Claims, TokenError, verify
 from livefeed.types import FIREHOSE
@@ -37,14 +37,9 @@ class PublishKeys:
         return match
 
     def charge(self, key: bytes, events: int, now: float) -> None:
-        """Spend ``events`` from the key's bucket, or raise RateLimited with a wait
-        (TooLarge when no wait would do: more than the bucket holds)."""
-        if events > self._burst:
-            raise TooLarge(
-                f"this request makes {events} tool events (each event once per tool); one "
-                f"request may make at most {self._burst} (LIVEFEED_PUBLISH_BURST)",
-                "events",
-            )
+        """Spend ``events`` from the key's bucket, or raise RateLimited with a wait. A
+        request costing more than the burst (a batch the contract allows: 1000 events,
+        each once per tool it names) waits for a full bucket and overdraws it."""
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(self._rate, self._burst, stamp=now)

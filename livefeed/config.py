@@ -226,11 +226,6 @@ class Settings:
                 f"LIVEFEED_SSE_KEEPALIVE must be at most {SSE_KEEPALIVE_MAX:g} s: a stream "
                 "needs a comment line at least that often (CONTRACT.md)"
             )
-        if self.publish_burst < self.max_batch:
-            raise ConfigError(
-                "LIVEFEED_PUBLISH_BURST must be at least LIVEFEED_MAX_BATCH, "
-                "or a full batch could never be accepted"
-            )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

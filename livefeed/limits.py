@@ -7,16 +7,20 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class TokenBucket:
-    """``rate`` tokens per second, holding at most ``burst``; starts full."""
+    """``rate`` tokens per second, holding at most ``burst``; starts full.
+
+    A cost above ``burst`` is taken from a full bucket and leaves it in debt (negative):
+    it waits for a full bucket, not for tokens that can never be there (other takes in
+    the meantime delay it), and what comes after it waits until the debt is paid. The
+    average stays within ``rate``."""
 
     rate: float
     burst: float
-    tokens: float = field(default=-1.0)
     stamp: float = 0.0
+    tokens: float = field(init=False)  # below 0 while in debt
 
     def __post_init__(self) -> None:
-        if self.tokens < 0:
-            self.tokens = self.burst
+        self.tokens = self.burst
 
     def _refill(self, now: float) -> None:
         if now > self.stamp:
@@ -24,9 +28,10 @@ class TokenBucket:
         self.stamp = now
 
     def take(self, now: float, cost: float = 1.0) -> bool:
-        """Spend ``cost`` tokens if there are enough; False (and nothing spent) if not."""
+        """Spend ``cost`` tokens if there are enough (a full bucket is enough for any
+        cost); False (and nothing spent) if not."""
         self._refill(now)
-        if self.tokens >= cost:
+        if self.tokens >= min(cost, self.burst):
             self.tokens -= cost
             return True
         return False
@@ -36,9 +41,9 @@ class TokenBucket:
         self.tokens = min(self.burst, self.tokens + cost)
 
     def wait_time(self, now: float, cost: float = 1.0) -> float:
-        """Seconds until ``cost`` tokens will be there (0 if they are now)."""
+        """Seconds until :meth:`take` of ``cost`` will succeed (0 if it would now)."""
         self._refill(now)
-        return max(0.0, (cost - self.tokens) / self.rate)
+        return max(0.0, (min(cost, self.burst) - self.tokens) / self.rate)
 
 
 FORGIVEN_PER_SECOND = 1.0  # dropped frames a flooding client is forgiven, per second

@@ -16,6 +16,17 @@ def test_token_bucket_allows_a_burst_then_the_rate():
     assert bucket.take(100.0, cost=5) and not bucket.take(100.0)  # refill caps at burst
 
 
+def test_a_cost_above_the_burst_waits_for_a_full_bucket_then_overdraws_it():
+    bucket = TokenBucket(rate=10, burst=5, stamp=0.0)
+    assert bucket.take(0.0, cost=2)
+    assert not bucket.take(0.0, cost=8) and bucket.wait_time(0.0, cost=8) == 0.2  # until full
+    assert bucket.take(0.2, cost=8)  # full: taken whole, 3 in debt
+    assert bucket.wait_time(0.2) == 0.4 and not bucket.take(0.5)
+    assert bucket.take(0.61)
+    bucket.give_back(8)  # a refund fills it, no further
+    assert bucket.tokens == 5
+
+
 def test_frame_rate_limit_rejects_once_per_streak_then_closes():
     limit = FrameRateLimit(rate=20, burst=40, now=0.0)
     verdicts = [limit.check(0.0) for _ in range(40 + 40)]
