@@ -25,12 +25,12 @@ MAX_DATA_BYTES: Final = 64 * 1024
 
 # msgspec matches patterns with re.search, so each is anchored; \Z (not $) refuses a
 # trailing newline.
-_Tool = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}\Z")]
+# The contract's slug, for tools and activity verbs alike.
+_Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}\Z")]
 _Handle = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}\Z")]
-_Verb = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}\Z")]
 _Url = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/?#]+[^\s]*\Z", max_length=2048)]
 _Name = Annotated[str, msgspec.Meta(max_length=100)]
-_Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+_Tag = Annotated[str, msgspec.Meta(max_length=50)]  # the contract sets no minimum
 _IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
@@ -58,19 +58,19 @@ class StoryData(msgspec.Struct, forbid_unknown_fields=True):
 
 class ActivityData(msgspec.Struct, forbid_unknown_fields=True):
     actor: Actor
-    verb: _Verb
-    tool: _Tool
+    verb: _Slug
+    tool: _Slug
 
 
 class StoryRequest(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="story"):
-    tools: Annotated[list[_Tool], msgspec.Meta(min_length=1, max_length=20)]
+    tools: Annotated[list[_Slug], msgspec.Meta(min_length=1, max_length=20)]
     data: StoryData
     idempotency_key: _IdempotencyKey | None = None
 
 
 class ActivityRequest(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="activity"):
     data: ActivityData
-    tools: list[_Tool] | None = None
+    tools: list[_Slug] | None = None
     idempotency_key: _IdempotencyKey | None = None
 
 

@@ -74,6 +74,14 @@ def test_an_activity_goes_to_its_data_tool():
     assert refusal({**activity(), "tools": ["flask"]}).field == "tools"
 
 
+def test_what_the_contract_allows_is_accepted_as_sent():
+    for verb in ["started_using", "started-using", "v2.upgraded", "2fa_enabled", "x" * 64]:
+        [event] = prepare(activity(verb=verb)).events
+        assert orjson.loads(event.data)["verb"] == verb
+    tags = ["", "x" * 50] + ["t"] * 18  # 20 strings of <= 50 chars; the contract sets no minimum
+    assert orjson.loads(prepare(story(tags=tags)).events[0].data)["tags"] == tags
+
+
 @pytest.mark.parametrize(
     ("document", "field"),
     [
@@ -102,6 +110,7 @@ def test_an_activity_goes_to_its_data_tool():
         ({"tools": ["flask"], "data": {}}, "kind"),
         ({**story(), "kind": "poll"}, "kind"),
         (activity(verb="Started Using"), "data.verb"),
+        (activity(verb="_started"), "data.verb"),
         (activity(tool="no spaces"), "data.tool"),
         (activity(actor={"handle": "a", "title": "x"}), "data.actor.title"),
         ({"kind": "story", "tools": ["flask"]}, "data"),

@@ -115,7 +115,7 @@ stories = st.fixed_dictionaries(
             optional={
                 "body": st.text(max_size=500),
                 "trending": st.booleans(),
-                "tags": st.lists(st.text(min_size=1, max_size=50), max_size=20),
+                "tags": st.lists(st.text(max_size=50), max_size=20),
                 "url": st.from_regex(r"\Ahttps?://[a-z]{1,20}\.example/[a-z0-9]{0,20}\Z"),
             },
         ),
