@@ -20,6 +20,7 @@ from livefeed.config import (
     positive_int,
     switch,
 )
+from livefeed.protocol import MAX_HISTORY
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -153,9 +154,18 @@ def _add_tail(commands: Any) -> None:
     tail = commands.add_parser("tail", help="print the live events of tools as JSON lines")
     tail.add_argument("tools", nargs="+", metavar="TOOL", help="tool slugs, or * for all")
     tail.add_argument("--url", default=os.environ.get("LIVEFEED_URL", DEFAULT_URL))
-    tail.add_argument("--history", type=int, default=0, help="replay the last N events first")
-    tail.add_argument("--count", type=int, default=None, help="exit after N events")
+    tail.add_argument(
+        "--history", type=_argument(history_length), default=0, help="replay the last N events"
+    )
+    tail.add_argument("--count", type=_argument(positive_int), help="exit after N events")
     tail.add_argument("--token", default=None, help="subscriber token for private tools")
+
+
+def history_length(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= MAX_HISTORY:
+        raise ValueError(f"expected an integer from 0 to {MAX_HISTORY}, got {value!r}")
+    return number
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -167,6 +177,9 @@ def _tail(args: argparse.Namespace) -> int:
         return asyncio.run(tail(args.url, args.tools, args.history, args.count, args.token))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # stdout's reader went (`livefeed tail x | head -1`): done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 1
     except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
         print(f"livefeed: cannot connect to {args.url}: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from livefeed.tokens import mint
 from tests.conftest import StartServer, redis_env
 from tests.support.clients import WsClient, publish_ok, stored, story, unique_tool
 from tests.support.ports import free_port
@@ -19,6 +20,7 @@ from tests.support.server import PUBLISH_KEY, ServerProcess, _clean_environ
 from tests.support.timing import TIMEOUT, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+SECRET = "a-test-secret-that-is-32-bytes-long!"
 
 
 def livefeed(
@@ -135,6 +137,55 @@ async def test_tail_prints_events_as_json_lines(server: ServerProcess):
     lines = [orjson.loads(line) for line in out.splitlines()]
     assert [e["id"] for e in lines] == [*ids[1:], live["id"]]
     assert tail.returncode == 0
+
+
+async def tail_process(*args: str) -> asyncio.subprocess.Process:
+    """``livefeed tail ARGS``, once its subscribe is answered."""
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "livefeed", "tail", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_clean_environ(),
+    )  # fmt: skip
+    assert tail.stderr is not None
+    while b"subscribed" not in await asyncio.wait_for(tail.stderr.readline(), TIMEOUT):
+        pass
+    return tail
+
+
+async def test_tail_says_why_it_ends_when_the_server_shuts_down(start_server: StartServer):
+    server = start_server()
+    tail = await tail_process("flask", "--url", server.url)
+    server.terminate()
+    _, stderr = await asyncio.wait_for(tail.communicate(), TIMEOUT)
+    assert tail.returncode == 1
+    assert stderr.decode().splitlines() == [
+        "livefeed: the server closed the connection: 1001 (server shutting down)"
+    ]
+
+
+def test_tail_ends_with_one_line_when_its_token_expires(start_server: StartServer):
+    """A close the websockets library calls an error (4001 here; 4008, 1011, a lost
+    connection) ended tail with a traceback."""
+    server = start_server({"LIVEFEED_SECRET": SECRET, "LIVEFEED_PRIVATE_TOOLS": "secret-tool"})
+    token = mint(SECRET, "laura_garcia", ["secret-tool"], 1.5)
+    tail = livefeed("tail", "secret-tool", "--url", server.url, "--token", token)
+    assert tail.returncode == 1
+    last = tail.stderr.splitlines()[-1]
+    assert last.startswith("livefeed: the server closed the connection: 4001"), tail.stderr
+    assert "Traceback" not in tail.stderr
+
+
+def test_tail_exits_when_no_tool_could_be_subscribed(server: ServerProcess):
+    """It waited for ever, subscribed to nothing."""
+    refused = livefeed("tail", "Bad Tool", "--url", server.url)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-2:] == [
+        "livefeed: invalid_tool: not a tool name: 'Bad Tool'",
+        "livefeed: none of the tools could be subscribed",
+    ]
+    out_of_range = livefeed("tail", "flask", "--url", server.url, "--history", "101")
+    assert out_of_range.returncode == 2
+    assert "--history: expected an integer from 0 to 100, got '101'" in out_of_range.stderr
+    assert livefeed("tail", "flask", "--url", server.url, "--count", "0").returncode == 2
 
 
 def test_demo_publishes_realistic_events(server: ServerProcess):
