@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import logging
 import re
-import time
 from typing import Any
 
 import hiredis
@@ -307,10 +306,7 @@ class RedisBroker(Broker, PresenceStore):
     async def write(self, process: str, entries: PresenceEntries, ttl: float) -> None:
         if not entries:
             return
-        now_ms = int(time.time() * 1000)
-        args = presence_args(
-            self._layout.prefix, process, entries, now_ms + int(ttl * 1000), int(ttl * 2000)
-        )
+        args = presence_args(self._layout.prefix, process, entries, int(ttl * 1000))
         try:
             await self._presence_write(args=args)
         except (RedisError, OSError) as exc:
@@ -319,7 +315,7 @@ class RedisBroker(Broker, PresenceStore):
     async def read(self, tools: list[str]) -> dict[str, PresenceEntries]:
         if not tools:
             return {}
-        args: list[str | int] = [self._layout.prefix, int(time.time() * 1000), *tools]
+        args: list[str | int] = [self._layout.prefix, *tools]
         try:
             reply = await self._presence_read(args=args)
         except (RedisError, OSError) as exc:

@@ -195,9 +195,11 @@ def _said(exc: Exception) -> str:
 
 
 def presence_args(
-    prefix: str, process: str, entries: PresenceEntries, deadline_ms: int, ttl_ms: int
+    prefix: str, process: str, entries: PresenceEntries, lifetime_ms: int
 ) -> list[Any]:
-    args: list[Any] = [prefix, process, deadline_ms, ttl_ms]
+    """The arguments of presence_write.lua: entries that live ``lifetime_ms`` on Redis's
+    clock, in keys that outlive them by as much again."""
+    args: list[Any] = [prefix, process, lifetime_ms, 2 * lifetime_ms]
     for tool, (count, handles) in entries.items():
         args += [tool, " ".join((str(count), *handles)) if count > 0 else ""]
     return args

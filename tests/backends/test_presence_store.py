@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from livefeed.brokers.base import PresenceStore
+from livefeed.brokers.redis import RedisBroker
 from tests.backends.conftest import MakeBroker
+from tests.support.redis_server import RedisServer
 from tests.support.timing import async_wait_until
 
 
@@ -48,3 +54,29 @@ async def test_an_entry_that_is_not_renewed_expires(make_broker: MakeBroker):
         return await presence.read(["flask"]) == {"flask": {"alive": (1, ())}}
 
     await async_wait_until(only_the_living, what="the unrenewed entry to expire")
+
+
+async def test_redis_keeps_deadlines_on_its_own_clock_not_each_hosts(
+    redis_server: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Processes on hosts whose clocks disagree by more than an entry's life: a reader
+    ahead must not purge live entries, a reader behind must not keep dead ones."""
+    writer = RedisBroker(redis_server.url, prefix, 1000, 600)
+    reader = RedisBroker(redis_server.url, prefix, 1000, 600)
+    host_time = time.time
+    try:
+        await writer.write("alive", {"flask": (1, ())}, ttl=30)
+        monkeypatch.setattr(time, "time", lambda: host_time() + 60)
+        assert await reader.read(["flask"]) == {"flask": {"alive": (1, ())}}
+
+        monkeypatch.setattr(time, "time", host_time)
+        await writer.write("dying", {"flask": (4, ())}, ttl=0.3)
+        monkeypatch.setattr(time, "time", lambda: host_time() - 60)
+
+        async def only_the_living() -> bool:
+            return await reader.read(["flask"]) == {"flask": {"alive": (1, ())}}
+
+        await async_wait_until(only_the_living, what="the dead entry to expire on Redis's clock")
+    finally:
+        await writer.close()
+        await reader.close()

@@ -1,9 +1,12 @@
 #!lua
 -- Read the live presence entries of several tools, purging expired ones on the way.
--- ARGV: prefix, now (ms), tools...  Returns per tool a flat list process, entry, ...
-local prefix, now = ARGV[1], ARGV[2]
+-- ARGV: prefix, tools...  Returns per tool a flat list process, entry, ...
+-- "Now" is Redis's clock, as the deadlines presence_write.lua set.
+local prefix = ARGV[1]
+local time = redis.call("TIME")
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local result = {}
-for i = 3, #ARGV do
+for i = 2, #ARGV do
   local entries, deadlines = prefix .. "pres:" .. ARGV[i], prefix .. "presx:" .. ARGV[i]
   local expired = redis.call("ZRANGEBYSCORE", deadlines, "-inf", now)
   if #expired > 0 then
