@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -29,7 +30,7 @@ from livefeed.brokers.memory import MemoryBroker
 from livefeed.brokers.redis import RedisBroker
 from livefeed.config import Settings
 from livefeed.demo import run_demo
-from livefeed.errors import Forbidden
+from livefeed.errors import Forbidden, NoRoute
 from livefeed.events import prepare
 from livefeed.hub import Hub
 from livefeed.presence import Presence
@@ -122,6 +123,15 @@ class Runtime:
         return self._draining
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """The router's 404 and 405: under ``/api/`` in the API's JSON error shape, so a
+    client reads every API error the same way; elsewhere as Starlette says them."""
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/api/"):
+        return error_response(NoRoute(exc.status_code, exc.detail), exc.headers)
+    return PlainTextResponse(exc.detail, exc.status_code, exc.headers)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     runtime = Runtime(settings)
@@ -187,7 +197,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
     ]
 
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+    )
 
     app.state.runtime = runtime
     return app

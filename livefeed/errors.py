@@ -11,6 +11,7 @@
     ├── InvalidRequest            400 invalid_tool / invalid_query (reads, not publishes)
     ├── InvalidToken              401 unauthorized (a subscriber token that is invalid or expired)
     ├── Forbidden                 403 forbidden (a private tool without a token allowing it)
+    ├── NoRoute                   404 not_found / 405 method_not_allowed under /api/
     ├── Unavailable               503 unavailable: the broker is away; nothing was accepted
     └── OutcomeUnknown            503 outcome_unknown: a publish's reply was lost and the
                                   broker could not be asked whether it was stored
@@ -34,10 +35,9 @@ class LivefeedError(Exception):
         self.field = field
 
     def to_json(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            error["field"] = self.field
-        return {"error": error}
+        # `field` is always there (null when the error is not about one field): the
+        # contract gives every error body the same three keys.
+        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
 
 
 class PublishRejected(LivefeedError):
@@ -99,6 +99,15 @@ class InvalidToken(LivefeedError):
 class Forbidden(LivefeedError):
     code = "forbidden"
     status = 403
+
+
+class NoRoute(LivefeedError):
+    """An ``/api/`` path that does not exist, or a method its route does not take."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status  # type: ignore[misc]  # 404 or 405, as the router said
+        self.code = "method_not_allowed" if status == 405 else "not_found"  # type: ignore[misc]
 
 
 class Unavailable(LivefeedError):

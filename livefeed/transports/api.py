@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -40,8 +41,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
-def error_response(error: LivefeedError) -> Response:
-    headers = {}
+def error_response(error: LivefeedError, headers: Mapping[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
     if isinstance(error, RateLimited):
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return json_response(error.to_json(), error.status, headers)

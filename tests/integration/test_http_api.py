@@ -74,9 +74,24 @@ async def test_an_activity_may_leave_tools_out(server: ServerProcess):
 
 
 def error_of(response: httpx.Response) -> dict[str, str]:
+    """The error of an API response, checked to have the contract's shape: the same
+    three keys every time (`field` is null when the error is not about one)."""
     assert response.headers["content-type"] == "application/json"
     error: dict[str, str] = response.json()["error"]
+    assert set(error) == {"code", "message", "field"}, error
     return error
+
+
+async def test_unknown_api_paths_and_methods_answer_in_the_error_shape(server: ServerProcess):
+    async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as http:
+        missing = await http.get("/api/tool/flask/events")
+        assert missing.status_code == 404
+        assert error_of(missing) == {"code": "not_found", "message": "Not Found", "field": None}
+        wrong = await http.get("/api/events")
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+        assert error_of(wrong)["code"] == "method_not_allowed"
+        page = await http.get("/no-such-page")  # outside the API: Starlette's own answer
+        assert (page.status_code, page.text) == (404, "Not Found")
 
 
 async def test_bad_json_is_400(server: ServerProcess):
