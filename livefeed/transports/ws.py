@@ -38,8 +38,8 @@ class QueueOutbox(QueueingOutbox):
         self._websocket = websocket
         self._max_frames = max_frames
         self._max_bytes = max_bytes
-        self._queue: deque[str] = deque()
-        self._bytes = 0  # queued payload size (characters; bytes for ASCII JSON)
+        self._queue: deque[tuple[str, int]] = deque()  # text, and its size in UTF-8
+        self._bytes = 0  # queued payload bytes (not characters: non-ASCII text is longer)
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._close: tuple[int, str] | None = None
@@ -48,25 +48,25 @@ class QueueOutbox(QueueingOutbox):
     def closed(self) -> bool:
         return self._close is not None
 
-    def _push(self, text: str) -> None:
+    def _push(self, text: str, size: int) -> None:
         if self._close is not None:
             return
-        self._queue.append(text)
-        self._bytes += len(text)
+        self._queue.append((text, size))
+        self._bytes += size
         if len(self._queue) >= self._max_frames or self._bytes >= self._max_bytes:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer: too many frames unsent")
             return
         self._wake.set()
 
     def send_event(self, event: Event) -> None:
-        self._push(event.text)
+        self._push(event.text, len(event.payload))
 
     def send_batch(self, batch: Batch) -> None:
         for event in batch.events:
-            self._push(event.text)
+            self._push(event.text, len(event.payload))
 
     def send_frame(self, frame: bytes, kind: str) -> None:
-        self._push(frame.decode())
+        self._push(frame.decode(), len(frame))
 
     def position(self, channel: str, key: IdKey) -> None:
         pass  # WebSocket clients track the ids of the events they receive
@@ -91,8 +91,8 @@ class QueueOutbox(QueueingOutbox):
             await self._wake.wait()
             self._wake.clear()
             while self._queue and self._close is None:
-                text = self._queue.popleft()
-                self._bytes -= len(text)
+                text, size = self._queue.popleft()
+                self._bytes -= size
                 await self._websocket.send_text(text)
             self._drained.set()
         code, reason = self._close
