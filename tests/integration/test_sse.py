@@ -8,7 +8,14 @@ import contextlib
 import httpx
 
 from tests.conftest import StartServer
-from tests.support.clients import WsClient, presence_count, publish_ok, story, unique_tool
+from tests.support.clients import (
+    WsClient,
+    activity,
+    presence_count,
+    publish_ok,
+    story,
+    unique_tool,
+)
 from tests.support.server import ServerProcess, scrape
 from tests.support.sse import SseStream, StalledReader, open_sse
 from tests.support.timing import TIMEOUT, async_wait_until
@@ -44,6 +51,10 @@ async def test_events_arrive_as_named_sse_messages_with_a_cursor(server: ServerP
         envelope = message.json()
         assert envelope["id"] == ids[0]["id"] and envelope["data"]["title"] == "over sse"
         assert message.id == f"{a}:{ids[0]['id']}"
+        [done] = await publish_ok(server.url, activity(a))  # each event is `event: <kind>`
+        while (message := await sse.next()).event != "activity":
+            assert message.event == "position"
+        assert message.json()["id"] == done["id"] and message.id == f"{a}:{done['id']}"
         await sse.response.aclose()
 
 

@@ -14,6 +14,7 @@ def test_defaults_follow_the_contract():
     assert (settings.frame_rate, settings.frame_burst) == (20, 40)
     assert (settings.outbox_frames, settings.outbox_bytes) == (1000, 4 * 1024 * 1024)
     assert settings.max_body_bytes == 1024 * 1024 and settings.max_batch == 1000
+    assert settings.idempotency_ttl == 600  # "a repeated idempotency_key within 10 minutes"
 
 
 def test_environment_names_and_flags():
