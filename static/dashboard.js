@@ -163,10 +163,12 @@
   feed.on("event", (ev) => {
     const col = columns.get(ev.channel || ev.tool);
     if (!col) return;
+    // A story on several tools reaches the firehose once per tool: one story, one count.
+    const repeat = col.list.has(ev);
     col.list.add(ev, { fresh: Date.now() > col.quietUntil });
     col.empty.hidden = col.list.size > 0;
     const ts = Number(ev.ts);
-    if (Number.isFinite(ts)) col.times.push(ts);
+    if (!repeat && Number.isFinite(ts)) col.times.push(ts);
     markDirty(col);
     if (!lastEventAt) lastEventEl.textContent = "Last event just now";
     lastEventAt = Date.now();

@@ -94,7 +94,9 @@
 
   function resolveBase(url) {
     const here = typeof location !== "undefined" ? location.href : undefined;
-    const base = url || LiveFeed.defaultUrl || here;
+    // Last resort (livefeed.js imported as a module, not through livefeed.mjs): the
+    // page's own server at its root, not the page's path with "/" appended.
+    const base = url || LiveFeed.defaultUrl || (here && new URL("/", here).href);
     if (!base) throw new TypeError("livefeed: pass options.url");
     const u = new URL(base, here);
     if (u.protocol === "ws:") u.protocol = "http:";
@@ -151,6 +153,9 @@
       this.transport = null; // "websocket" | "sse" while connecting or open
       this._token = options.token ?? null;
       this._subs = new Map(); // stream key ("flask", "*") -> {history, presence, confirmed, owners}
+      // Streams the server refused as `forbidden`, kept with their owners: a new token
+      // (setToken) or a new subscribe() of the key asks for them again.
+      this._refused = new Map();
       this._toSubscribe = new Set(); // changes of this task, sent together after it (_change)
       this._toUnsubscribe = new Set();
       this._changeQueued = false;
@@ -212,6 +217,15 @@
       if (bad !== undefined) throw new TypeError(`livefeed: invalid tool ${JSON.stringify(bad)}`);
       const added = [];
       for (const key of list) {
+        if (this._refused.has(key)) {
+          // Asked again: try again (a token given since may allow it now).
+          const refused = this._refused.get(key);
+          this._refused.delete(key);
+          refused.owners.add(owner);
+          this._subs.set(key, refused);
+          added.push(key);
+          continue;
+        }
         const sub = this._subs.get(key);
         if (sub) {
           sub.owners.add(owner);
@@ -237,6 +251,10 @@
      * holds any more is dropped, and its cursor, recent events and presence forgotten.
      */
     unsubscribe(tools, { owner = PAGE } = {}) {
+      for (const key of toolList(tools)) {
+        const refused = this._refused.get(key);
+        if (refused && refused.owners.delete(owner) && !refused.owners.size) this._refused.delete(key);
+      }
       const removed = toolList(tools).filter((key) => {
         const sub = this._subs.get(key);
         if (!sub || !sub.owners.delete(owner) || sub.owners.size) return false;
@@ -261,6 +279,7 @@
     setToken(token) {
       const previous = this._token;
       this._token = token;
+      if (token !== previous) this._askAgainForRefused();
       const conn = this._conn;
       if (this._awaitingToken) {
         this._awaitingToken = false;
@@ -357,6 +376,16 @@
       return feed;
     }
 
+    // Streams refused as `forbidden` go back among the subscriptions, to be asked for
+    // with the next subscribe (or on the next connection), under the new token.
+    _askAgainForRefused() {
+      if (!this._refused.size) return;
+      const keys = [...this._refused.keys()];
+      for (const key of keys) this._subs.set(key, this._refused.get(key));
+      this._refused.clear();
+      this._change(keys, []);
+    }
+
     // ---- connection lifecycle ------------------------------------------------
 
     // Changes of tools made in one task go out together once it ends: a page that
@@ -406,6 +435,12 @@
       this._conn = conn;
       this.transport = this._useSse ? "sse" : "websocket";
       this._setState("connecting");
+      // From here, fetching the token included: a token function that never settles is
+      // a failed attempt like any other, retried with backoff.
+      conn.timer = setTimeout(
+        () => this._lost(conn, { code: 0, reason: "connect timeout" }),
+        this.connectTimeout,
+      );
       const source = this._token;
       let token;
       try {
@@ -422,10 +457,7 @@
         return;
       }
       conn.token = token;
-      conn.timer = setTimeout(
-        () => this._lost(conn, { code: 0, reason: "connect timeout" }),
-        this.connectTimeout,
-      );
+      conn.dialed = true; // a failure from here on may be the transport's
       // This attempt subscribes every tool held now: changes not yet sent are in it
       // (cleared here, not earlier: a `connecting` listener may still have made some).
       this._toSubscribe.clear();
@@ -501,7 +533,7 @@
       conn.connectionId = frame.connection_id;
       this._sendSubscribe(this.tools); // before "open", so a state listener's subscribe() is not sent twice
       this._opened(conn);
-      if (this.pingInterval > 0) {
+      if (this.pingInterval > 0 && this.pingTimeout > 0) {
         conn.pinger = setInterval(() => {
           this.ping().catch(() => this._lost(conn, { code: 0, reason: "ping timeout" }));
         }, this.pingInterval);
@@ -513,7 +545,10 @@
       if (this._conn !== conn) return;
       this._drop();
       if (this._stopped) return;
-      if (!conn.opened) this._failures += 1;
+      // Toward a switch of transport, only attempts that reached no server: no close
+      // code (0: timeout, SSE error) or 1006. A server's own close (1001 while it
+      // drains, 4029, 1011) proves the transport gets through.
+      if (!conn.opened && conn.dialed && (code === 0 || code === 1006)) this._failures += 1;
       const action = CLOSE_ACTIONS[code] || "retry";
       const detail = { code, reason };
       this._toldToWait = action === "later";
@@ -604,12 +639,29 @@
         case "pong":
           return this._pings.has(frame.ref) && this._pings.get(frame.ref).resolve();
         case "error":
-          // An error about one tool (forbidden, invalid_tool, too_many_subscriptions)
-          // means it is not subscribed: forget it rather than retry it on every reconnect.
-          if (frame.tool && this._subs.delete(frame.tool)) this._cursors.delete(frame.tool);
+          if (frame.tool) this._refuse(frame);
           return this._emit("error", frame);
         default:
           return undefined; // unknown frame types are ignored, for forward compatibility
+      }
+    }
+
+    // An error about one tool (forbidden, invalid_tool, too_many_subscriptions) means it
+    // is not subscribed: not retried on every reconnect. What the feed knew of it goes
+    // (a count shown for a tool it cannot see would be stale). A forbidden one is kept
+    // aside, with its cursor, for a new token; the others are dropped.
+    _refuse(frame) {
+      const key = frame.tool;
+      const sub = this._subs.get(key);
+      if (!sub) return;
+      this._subs.delete(key);
+      this._presence.delete(key);
+      this._recent.delete(key);
+      if (frame.code === "forbidden") {
+        sub.confirmed = false;
+        this._refused.set(key, sub);
+      } else {
+        this._cursors.delete(key);
       }
     }
 

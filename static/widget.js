@@ -199,10 +199,15 @@
         return keys;
       }
 
+      /** Whether the list shows this event already (the same id, or the same story). */
+      has(ev) {
+        return FeedList.keysOf(ev).some((k) => this.keys.has(k));
+      }
+
       /** Insert an event; returns its <li>, or null if it was a repeat or too old. */
       add(ev, { fresh = false } = {}) {
+        if (this.has(ev)) return null;
         const keys = FeedList.keysOf(ev);
-        if (keys.some((k) => this.keys.has(k))) return null;
         const li = renderItem(ev, this.opts);
         li.dataset.ts = String(ev.ts);
         let next = this.ul.firstElementChild;
@@ -470,8 +475,9 @@
         ui.presence.textContent = `${count} viewing now`;
         ui.presence.dataset.count = String(count);
       };
-      const showState = ({ state }) => {
-        ui.status.textContent = STATUS[state] || state;
+      const showState = ({ state, waitingForToken }) => {
+        // A token that expired waits for the page's setToken(): not a reconnect under way.
+        ui.status.textContent = waitingForToken ? "Token expired" : STATUS[state] || state;
         ui.status.dataset.state = state;
       };
 

@@ -66,6 +66,25 @@ def private_server(
 
 
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_a_forbidden_tool_is_asked_for_again_under_a_new_token(
+    transport: str, page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
+):
+    """A refused tool was forgotten: a token that allows it, given later, did not bring
+    it back (the widget waits for that `subscribed`)."""
+    server, private = private_server
+    public = unique_tool("public")
+    start_feed(page, server, site, [private, public], transport)
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", public)
+    wait_for(page, "() => log.errors.length > 0")
+    assert page.evaluate("() => feed.tools") == [public]
+    page.evaluate("(token) => feed.setToken(token)", mint(SECRET, "laura_garcia", [private], 600))
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", private)
+    [published] = publish_now(server.url, story([private], "allowed now"))
+    wait_for(page, "(id) => log.events.includes(id)", published["id"])
+    assert sorted(page.evaluate("() => feed.tools")) == sorted([private, public])
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
 def test_a_forbidden_tool_is_an_error_and_the_feeds_other_tools_go_on(
     transport: str, page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
 ):

@@ -132,3 +132,22 @@ def test_a_tool_named_all_and_the_firehose_column_are_each_labelled_by_their_own
         ".filter((id, i, ids) => ids.indexOf(id) !== i)"
     )
     assert duplicates == []
+
+
+def test_a_story_on_several_tools_counts_once_in_the_firehose_rate(
+    page: Page, feed_server: ServerProcess
+):
+    """The firehose brings one copy per tool; the list showed one, the rate counted 3."""
+    page.goto(f"{feed_server.url}/?tools=*")
+    expect(page.get_by_test_id("state")).to_have_attribute("data-state", "open")
+    expect(page.get_by_test_id("presence-*")).to_have_attribute("data-count", "1")
+    page.evaluate(
+        "() => { window.seen = []; livefeedDashboard.feed.on('event', (e) => seen.push(e.id)); }"
+    )
+    tools = [unique_tool("a"), unique_tool("b"), unique_tool("c")]
+    publish_now(feed_server.url, story(tools, "One story, three tools"))
+    page.wait_for_function("() => seen.length === 3", timeout=TIMEOUT_MS)
+    # Two animation frames: the redraw the last copy scheduled has run.
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    expect(page.get_by_test_id("items-*").locator("> li")).to_have_count(1)
+    expect(page.get_by_test_id("epm-*")).to_have_text("1")

@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Locator, Page, Route, WebSocketRoute, expect
 from websockets.sync.client import connect
 
+from livefeed.tokens import mint
 from tests.browser.conftest import PageLog
 from tests.conftest import StartServer
 from tests.support.browser import TIMEOUT_MS, expect_ids, pause_clock, publish_now
@@ -353,3 +354,19 @@ def test_a_busy_widget_announces_at_most_once_every_10_seconds(
     expect(announcer).to_have_text("New story by @laura_garcia: first")
     page.clock.run_for(5_000)
     expect(announcer).to_have_text("2 new items")
+
+
+def test_a_widget_whose_token_expired_says_so_rather_than_reconnecting(
+    page: Page, start_server: StartServer, site: StaticSite
+):
+    """A static `data-token` cannot be renewed by the widget: after 4001 the feed waits
+    for setToken(), and the widget said "Reconnecting…" for good."""
+    secret = "s" * 32
+    server = start_server({"LIVEFEED_SECRET": secret, "LIVEFEED_PRIVATE_TOOLS": "payroll"})
+    token = mint(secret, "laura_garcia", ["payroll"], 2)
+    page.goto(
+        site.add("/expiring.html", embed_page(server, f'data-tool="payroll" data-token="{token}"'))
+    )
+    status = widget(page, "payroll").get_by_test_id("state")
+    expect(status).to_have_text("Token expired")
+    expect(status).to_have_attribute("data-state", "reconnecting")
