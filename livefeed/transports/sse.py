@@ -7,7 +7,9 @@ events and, once each subscription is live, with an ``event: position`` message
 (``{"type": "position", "tool", "id"}``), so that a tool with no event yet still
 resumes from where the stream started. ``subscribed``, ``presence`` and ``error``
 frames come as events of those names. A comment line goes out every ``sse_keepalive``
-seconds (15), busy or quiet, as the contract asks ("at least every 15 s").
+seconds (15), busy or quiet, as the contract asks ("at least every 15 s"), with an
+``event: ping`` (``{"type": "ping", "interval": 15}``) in the same message: browsers
+do not see comments, and a client needs something to tell a dead stream by.
 
 A stream the server ends says why in a last ``event: close`` message,
 ``{"type": "close", "code": 4001, "reason": "token expired"}``, with the WebSocket
@@ -50,7 +52,17 @@ log = logging.getLogger("livefeed.sse")
 
 RETRY_MS = 2000  # the browser's reconnect delay, sent once at the start
 RETRY = f"retry: {RETRY_MS}\n\n".encode()
-KEEPALIVE = b": keepalive\n\n"
+
+
+def keepalive_message(interval: float) -> bytes:
+    """The keepalive: the contract's comment line (for proxies), and in the same message
+    an ``event: ping`` a browser can see (EventSource hides comments), so a client can
+    tell a quiet stream from a dead one: nothing for two intervals means gone."""
+    every: float | int = int(interval) if float(interval).is_integer() else interval
+    ping = orjson.dumps({"type": "ping", "interval": every})
+    return b": keepalive\nevent: ping\ndata: " + ping + b"\n\n"
+
+
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "close"}
 # The HTTP connection's transport, in the scope under `livefeed serve` (server.py).
 TRANSPORT_EXTENSION = "livefeed.transport"
@@ -69,6 +81,7 @@ class SseOutbox(QueueingOutbox):
         on_close: Callable[[], None] = lambda: None,
     ) -> None:
         self._keepalive = keepalive  # seconds between comment lines (proxies cut idle streams)
+        self._keepalive_message = keepalive_message(keepalive)
         self._on_close = on_close
         self._max_frames = max_frames
         self._max_bytes = max_bytes
@@ -152,7 +165,7 @@ class SseOutbox(QueueingOutbox):
             comment = b""
             now = loop.time()
             if now >= comment_due:
-                comment = KEEPALIVE
+                comment = self._keepalive_message
                 # On schedule, not from now, so late wake-ups do not add up (unless
                 # a whole period was missed).
                 comment_due += self._keepalive

@@ -132,13 +132,18 @@ async def test_presence_frames_when_asked(server: ServerProcess):
         await sse.response.aclose()
 
 
-async def test_a_quiet_stream_gets_keepalive_comments(start_server: StartServer):
+async def test_a_quiet_stream_gets_keepalive_comments_with_a_ping_a_browser_sees(
+    start_server: StartServer,
+):
+    """The comment keeps proxies open; EventSource hides comments, so the same message
+    carries an `event: ping` (with the interval) for a client to tell a dead stream by."""
     server = start_server({"LIVEFEED_SSE_KEEPALIVE": "0.2"})
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
         sse = await stream(http, server, "tools=quiet")
         while not (message := await sse.next()).comment:
             pass
-        assert message.comment
+        assert message.event == "ping"
+        assert message.json() == {"type": "ping", "interval": 0.2}
         await sse.response.aclose()
 
 
