@@ -19,6 +19,13 @@
   // Client frames are capped at 4 KiB (CONTRACT.md "Limits"); 100 long slugs with
   // cursors are not, so subscribe/unsubscribe frames are split below this many chars.
   const FRAME_BUDGET = 3500;
+  // SSE liveness: the server's `event: ping` comes every `interval` s (15 by default);
+  // nothing at all for two intervals and this slack means the stream is dead.
+  const SSE_PING_DEFAULT_MS = 15000;
+  const SSE_SLACK_MS = 5000;
+  // After the server's `rate_limited` (it answers the first frame over its rate and drops
+  // the rest unanswered), subscribes not yet confirmed are sent again after this long.
+  const RATE_RETRY_MS = 1000;
   const PAGE = Symbol("page"); // the owner of subscriptions made without one
 
   // What each close code means for the next attempt (CONTRACT.md "Close codes").
@@ -230,6 +237,12 @@
         if (sub) {
           sub.owners.add(owner);
           sub.history = Math.max(sub.history, clampHistory(history)); // used on a fresh resubscribe
+          if (presence && !sub.presence) {
+            // Asked for presence by a new owner: subscribe again with it (the server
+            // starts presence frames on a live subscription, and replays nothing).
+            sub.presence = true;
+            added.push(key);
+          }
           continue;
         }
         // Not `confirmed` until the server's `subscribed`: an event of an earlier
@@ -501,9 +514,14 @@
       if (token) q.set("token", token);
       const es = new EventSource(url.href);
       conn.es = es;
-      const onData = (e) => this._conn === conn && this._onFrame(conn, parse(e.data));
-      // Named events carry the same JSON as WebSocket frames (`position` is SSE's own).
-      for (const name of ["story", "activity", "presence", "subscribed", "position", "message"]) {
+      const onData = (e) => {
+        if (this._conn !== conn) return;
+        conn.heard = Date.now();
+        this._onFrame(conn, parse(e.data));
+      };
+      // Named events carry the same JSON as WebSocket frames (`position` and `ping` are
+      // SSE's own).
+      for (const name of ["story", "activity", "presence", "subscribed", "position", "ping", "message"]) {
         es.addEventListener(name, onData);
       }
       // The server says why it ends a stream, with the WebSocket close code.
@@ -511,7 +529,11 @@
         const { code = 0, reason = "" } = parse(e.data) || {};
         this._lost(conn, { code, reason });
       });
-      es.onopen = () => this._conn === conn && this._opened(conn);
+      es.onopen = () => {
+        if (this._conn !== conn) return;
+        this._opened(conn);
+        this._watchSse(conn);
+      };
       es.onerror = (e) => {
         if (typeof e.data === "string") return onData(e); // an `event: error` frame, not a failure
         // EventSource would retry by itself, with a fixed delay and its own cursor;
@@ -527,6 +549,20 @@
       this._worked[this.transport] = true;
       conn.stable = setTimeout(() => this._retry.reset(), this.stableAfter);
       this._setState("open");
+    }
+
+    // A half-open SSE stream (a laptop that slept, a NAT that forgot it) looks open for
+    // ever: EventSource only notices when the TCP connection fails. The server's pings
+    // are the stream's heartbeat.
+    _watchSse(conn) {
+      if (!(this.pingInterval > 0 && this.pingTimeout > 0)) return; // checks turned off
+      conn.heard = Date.now();
+      conn.watchdog = setInterval(() => {
+        const every = conn.pingEvery || SSE_PING_DEFAULT_MS;
+        if (Date.now() - conn.heard > 2 * every + SSE_SLACK_MS) {
+          this._lost(conn, { code: 0, reason: "sse stream silent" });
+        }
+      }, 1000);
     }
 
     _welcome(conn, frame) {
@@ -593,6 +629,8 @@
       clearTimeout(conn.timer);
       clearTimeout(conn.stable);
       clearInterval(conn.pinger);
+      clearInterval(conn.watchdog);
+      clearTimeout(conn.rateRetry);
       if (conn.ws) {
         conn.ws.onmessage = conn.ws.onclose = null;
         if (conn.ws.readyState < 2) conn.ws.close(1000);
@@ -623,6 +661,9 @@
           return this._onSubscribed(conn, frame);
         case "position":
           return this._onPosition(frame);
+        case "ping": // SSE's heartbeat (its arrival was noted by the listener)
+          if (frame.interval > 0) conn.pingEvery = frame.interval * 1000;
+          return undefined;
         case "unsubscribed":
           return this._emit("unsubscribed", frame);
         case "authenticated":
@@ -640,6 +681,7 @@
           return this._pings.has(frame.ref) && this._pings.get(frame.ref).resolve();
         case "error":
           if (frame.tool) this._refuse(frame);
+          if (frame.code === "rate_limited") this._resubscribeLater(conn);
           return this._emit("error", frame);
         default:
           return undefined; // unknown frame types are ignored, for forward compatibility
@@ -663,6 +705,20 @@
       } else {
         this._cursors.delete(key);
       }
+    }
+
+    // Frames over the server's rate are dropped without a reply: a subscribe among them
+    // would never be answered, its stream silent until the next connection. Once the
+    // rate allows, whatever is still unconfirmed is asked for again (a subscribe that
+    // was only slow is answered twice, which is harmless).
+    _resubscribeLater(conn) {
+      if (conn.rateRetry) return;
+      conn.rateRetry = setTimeout(() => {
+        conn.rateRetry = null;
+        if (this._conn !== conn) return;
+        const unconfirmed = [...this._subs].filter(([, sub]) => !sub.confirmed).map(([key]) => key);
+        if (unconfirmed.length) this._sendSubscribe(unconfirmed);
+      }, RATE_RETRY_MS * (1 + Math.random() / 2));
     }
 
     _onEvent(ev) {

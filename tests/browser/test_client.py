@@ -100,3 +100,29 @@ def test_a_tool_with_no_event_at_all_resumes_without_loss_over_sse(
     [live] = publish_now(feed_server.url, story([tool], "after the resume"))
     wait_for(page, "(id) => log.events.includes(id)", live["id"])
     assert page.evaluate("() => log.events") == [missed["id"], live["id"]]
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_presence_asked_for_by_a_later_owner_of_a_stream_is_turned_on(
+    transport: str, page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    """A page subscribed without presence, then a widget subscribed the same tool with
+    it: only the owner was added, and presence frames never came."""
+    tool = unique_tool("pres")
+    html = f'<!doctype html><script src="{feed_server.url}/static/livefeed.js"></script>'
+    page.goto(site.add("/presence.html", html))
+    page.evaluate(
+        """([url, tool, transport]) => {
+          window.log = { subscribed: 0, full: [] };
+          window.feed = new LiveFeed({ url, tools: [], history: 0, transport })
+            .on("subscribed", () => log.subscribed++)
+            .on("presence", (p) => p.users !== null && log.full.push(p.count))
+            .connect();
+          feed.subscribe(tool, { presence: false });
+        }""",
+        [f"{feed_server.url}/", tool, transport],
+    )
+    wait_for(page, "() => log.subscribed >= 1")
+    page.evaluate("(tool) => feed.subscribe(tool, { presence: true, owner: 'widget' })", tool)
+    wait_for(page, "() => log.full.length > 0")  # a full presence frame (it has users)
+    assert page.evaluate("() => log.full[0]") == 1

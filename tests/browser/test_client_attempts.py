@@ -1,16 +1,20 @@
 """livefeed.js in Chromium: what an attempt to connect covers and what it counts. The
 connect timeout covers a token function that never settles; only attempts that reached
 no server count toward falling back to SSE; `pingTimeout: 0` turns the ping check off;
-and with no script URL to go by, the default server is the page's origin."""
+an SSE stream gone silent is dropped; and with no script URL to go by, the default
+server is the page's origin."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, WebSocketRoute
 
+from tests.conftest import StartServer
 from tests.support.browser import TIMEOUT_MS, pause_clock
 from tests.support.server import ServerProcess
 from tests.support.site import StaticSite
@@ -20,7 +24,7 @@ pytestmark = pytest.mark.browser
 START = """([url, options]) => {
   window.log = { states: [] };
   window.feed = new LiveFeed({ url, tools: ["flask"], history: 0, ...options })
-    .on("state", (s) => log.states.push([s.state, s.transport, s.code]))
+    .on("state", (s) => log.states.push([s.state, s.transport, s.code, s.reason]))
     .connect();
 }"""
 
@@ -105,3 +109,54 @@ def test_without_a_script_url_the_default_server_is_the_pages_origin(
     origin = page.evaluate("() => location.origin")
     url = page.evaluate("() => { LiveFeed.defaultUrl = null; return new LiveFeed({}).url; }")
     assert url == f"{origin}/"
+
+
+def test_an_sse_stream_that_goes_silent_is_dropped_and_retried(
+    page: Page, start_server: StartServer, site: StaticSite
+):
+    """EventSource sees no comment lines and notices a dead TCP connection only when it
+    fails: a stream whose server stopped sending (here the process is stopped, its
+    socket left open) looked open for good. The server's `event: ping`s are its
+    heartbeat: none for two intervals and 5 s, and the feed reconnects."""
+    server = start_server({"LIVEFEED_SSE_KEEPALIVE": "1"})
+    pause_clock(page)
+    load_client(page, server, site)
+    start_feed(page, server, {"transport": "sse"})
+    wait_for(page, "() => feed.state === 'open'")
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        page.clock.run_for(40_000)  # past two default intervals (15 s) and the slack
+        wait_for(page, "() => log.states.some((s) => s[3] === 'sse stream silent')")
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+
+def test_subscribes_dropped_over_the_servers_frame_rate_are_sent_again(
+    page: Page, start_server: StartServer, site: StaticSite
+):
+    """The server answers the first frame over its rate with `rate_limited` and drops
+    the rest unanswered: those tools stayed unsubscribed until the next connection."""
+    # Burst 3: t1-t3 pass, t4 is answered rate_limited, t5 dropped (two over the rate,
+    # within the 3 forgiven before a 4029).
+    server = start_server({"LIVEFEED_FRAME_RATE": "1", "LIVEFEED_FRAME_BURST": "3"})
+    load_client(page, server, site)
+    page.evaluate(
+        """async (url) => {
+          window.log = { subscribed: [], errors: [] };
+          window.feed = new LiveFeed({ url, tools: [], history: 0, transport: "websocket" })
+            .on("subscribed", (f) => log.subscribed.push(f.tool))
+            .on("error", (e) => log.errors.push(e.code));
+          await new Promise((open) => {
+            feed.on("state", (s) => s.state === "open" && open()).connect();
+          });
+          for (const tool of ["t1", "t2", "t3", "t4", "t5"]) {  // one frame each
+            feed.subscribe(tool);
+            await new Promise((r) => setTimeout(r, 0));
+          }
+        }""",
+        f"{server.url}/",
+    )
+    wait_for(page, "() => log.errors.includes('rate_limited')")
+    wait_for(page, "() => new Set(log.subscribed).size === 5")
+    assert sorted(set(page.evaluate("() => log.subscribed"))) == ["t1", "t2", "t3", "t4", "t5"]
