@@ -83,6 +83,9 @@ class Subscribe:
     # Tools whose cursor is not an event id, with why: each gets its own error (with
     # "tool") and is not subscribed; the frame's other tools are.
     bad_since: dict[str, str] = field(default_factory=dict)
+    # Extension: also send a `position` frame once each tool is live (as SSE's
+    # `event: position`), the id a resume can start from though no event came yet.
+    position: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +108,7 @@ class Ping:
 ClientFrame = Subscribe | Unsubscribe | Auth | Ping
 
 _FIELDS: dict[str, frozenset[str]] = {
-    "subscribe": frozenset({"type", "ref", "tools", "history", "since", "presence"}),
+    "subscribe": frozenset({"type", "ref", "tools", "history", "since", "presence", "position"}),
     "unsubscribe": frozenset({"type", "ref", "tools"}),
     "auth": frozenset({"type", "ref", "token"}),
     "ping": frozenset({"type", "ref"}),
@@ -142,8 +145,11 @@ def _subscribe(frame: dict[str, Any], ref: Any) -> Subscribe:
     presence = frame.get("presence", False)
     if not isinstance(presence, bool):
         raise _bad("presence: expected true or false", ref)
+    position = frame.get("position", False)
+    if not isinstance(position, bool):
+        raise _bad("position: expected true or false", ref)
     good = {tool: event_id for tool, event_id in since.items() if tool not in bad_since}
-    return Subscribe(tools, history, good, presence, ref, bad_since)
+    return Subscribe(tools, history, good, presence, ref, bad_since, position)
 
 
 def parse_client_frame(text: str | bytes) -> ClientFrame:
@@ -201,6 +207,12 @@ def subscribed(tool: str, ref: Any, presence: int, recovered: bool | None) -> by
     if recovered is not None:
         frame["recovered"] = recovered
     return _encode(frame, ref)
+
+
+def position(tool: str, event_id: str) -> bytes:
+    """Where a live subscription starts: everything up to ``event_id`` was replayed or
+    is older than what the client asked for (an extension, asked for per subscribe)."""
+    return orjson.dumps({"type": "position", "tool": tool, "id": event_id})
 
 
 def unsubscribed(tool: str, ref: Any) -> bytes:

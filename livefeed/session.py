@@ -22,7 +22,7 @@ from livefeed import metrics, protocol
 from livefeed.auth import Access
 from livefeed.config import Settings
 from livefeed.envelope import Batch, Event
-from livefeed.history import IdKey, parse_id
+from livefeed.history import IdKey, format_id, parse_id
 from livefeed.hub import Hub, Writer
 from livefeed.limits import FrameRateLimit
 from livefeed.presence import Presence
@@ -359,6 +359,8 @@ class Session:
             self._outbox.send_event(event)
         if position is not None:  # (0, 0): nothing published yet; resume from the start
             self._outbox.position(tool, position)
+            if frame.position:
+                self._outbox.send_frame(protocol.position(tool, format_id(position)), "position")
 
     def _unsubscribe(self, frame: protocol.Unsubscribe) -> None:
         for tool in frame.tools:

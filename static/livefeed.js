@@ -750,7 +750,8 @@
       }
     }
 
-    // SSE only: once a subscription is live the server reports where the stream stands.
+    // Once a subscription is live the server reports where the stream stands (SSE's
+    // `event: position`; over WebSocket a `position` frame, asked for in the subscribe).
     // Everything up to that id was replayed or is older than what we asked for, so it
     // is a resume point even for a tool that has not had an event since we subscribed.
     _onPosition(frame) {
@@ -784,7 +785,9 @@
         const { history, presence } = this._subs.get(group[0]);
         const resume = this._cursors.has(group[0]);
         this._sendChunked((tools) => {
-          const frame = { type: "subscribe", tools, presence };
+          // `position` (livefeed's extension): where each stream starts, so a stream
+          // with no event yet still has a cursor to resume from after a reconnect.
+          const frame = { type: "subscribe", tools, presence, position: true };
           if (resume) frame.since = Object.fromEntries(tools.map((t) => [t, this._cursors.get(t)]));
           else if (history) frame.history = history;
           return frame;

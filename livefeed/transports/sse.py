@@ -131,7 +131,7 @@ class SseOutbox(QueueingOutbox):
 
     def position(self, channel: str, key: IdKey) -> None:
         self._positions[channel] = format_id(key)
-        data = orjson.dumps({"type": "position", "tool": channel, "id": self._positions[channel]})
+        data = protocol.position(channel, self._positions[channel])
         self._push(b"event: position\nid: " + self._cursor() + b"\ndata: " + data + b"\n\n")
 
     def close(self, code: int, reason: str) -> None:

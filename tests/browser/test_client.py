@@ -126,3 +126,30 @@ def test_presence_asked_for_by_a_later_owner_of_a_stream_is_turned_on(
     page.evaluate("(tool) => feed.subscribe(tool, { presence: true, owner: 'widget' })", tool)
     wait_for(page, "() => log.full.length > 0")  # a full presence frame (it has users)
     assert page.evaluate("() => log.full[0]") == 1
+
+
+def test_over_websocket_a_tool_without_new_events_resumes_from_its_position(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    """A stream subscribed with history 0 that got no event had no cursor: after a
+    reconnect it was subscribed afresh, and what was published meanwhile was lost."""
+    tool = unique_tool("wspos")
+    [old] = publish_now(feed_server.url, story([tool], "before the page"))
+    html = f'<!doctype html><script src="{feed_server.url}/static/livefeed.js"></script>'
+    page.goto(site.add("/wspos.html", html))
+    page.evaluate(
+        """([url, tool]) => {
+          window.log = { events: [], subscribed: 0 };
+          window.feed = new LiveFeed({ url, tools: [tool], history: 0, transport: "websocket" })
+            .on("event", (e) => log.events.push(e.id))
+            .on("subscribed", () => log.subscribed++)
+            .connect();
+        }""",
+        [f"{feed_server.url}/", tool],
+    )
+    wait_for(page, "([tool, id]) => feed.cursor(tool) === id", [tool, old["id"]])
+    page.evaluate("() => feed.close()")
+    [missed] = publish_now(feed_server.url, story([tool], "while the page was away"))
+    page.evaluate("() => feed.connect()")
+    wait_for(page, "(id) => log.events.includes(id)", missed["id"])
+    assert page.evaluate("() => log.events") == [missed["id"]]

@@ -74,6 +74,31 @@ async def test_history_replays_the_last_n_before_live_events(server: ServerProce
     await client.close()
 
 
+async def test_a_subscribe_asking_for_position_learns_where_each_stream_starts(
+    server: ServerProcess,
+):
+    """livefeed's extension, as SSE's `event: position`: a client that got no event of
+    a tool still has a cursor to resume from; one that does not ask gets no frame."""
+    quiet, busy, fresh = unique_tool("quiet"), unique_tool("busy"), unique_tool("fresh")
+    [old] = await publish_ok(server.url, story([quiet], "before the subscribe"))
+    replayed = [(await publish_ok(server.url, story([busy], f"b{i}")))[0] for i in range(3)]
+    client = await connected(server)
+    await client.send({"type": "subscribe", "tools": [quiet], "position": True})
+    await client.expect("subscribed")
+    assert await client.recv() == {"type": "position", "tool": quiet, "id": old["id"]}
+    await client.subscribe([busy], history=2, position=True)
+    assert [e["id"] for e in await client.events(2)] == [r["id"] for r in replayed[1:]]
+    assert await client.recv() == {"type": "position", "tool": busy, "id": replayed[2]["id"]}
+    await client.subscribe([fresh], position=True)  # nothing published yet: the start
+    assert await client.recv() == {"type": "position", "tool": fresh, "id": "0-0"}
+    plain = await connected(server)
+    await plain.subscribe([quiet])
+    [marker] = await publish_ok(server.url, story([quiet], "marker"))
+    assert (await plain.recv())["id"] == marker["id"]  # no position frame before it
+    for each in (client, plain):
+        await each.close()
+
+
 async def test_unsubscribe_stops_events_and_is_answered(server: ServerProcess):
     gone, marker = unique_tool(), unique_tool()
     client = await connected(server)
@@ -103,6 +128,7 @@ async def test_ping_is_answered_with_pong_and_its_ref(server: ServerProcess):
         ("[1, 2]", "bad_frame"),
         ('{"type": "subscribe", "tools": "flask", "ref": "r"}', "bad_frame"),
         ('{"type": "subscribe", "tools": ["a"], "histroy": 3, "ref": "r"}', "bad_frame"),
+        ('{"type": "subscribe", "tools": ["a"], "position": "yes", "ref": "r"}', "bad_frame"),
         ('{"type": "publish", "ref": "r"}', "unknown_type"),
     ],
 )
