@@ -519,8 +519,7 @@
         conn.heard = Date.now();
         this._onFrame(conn, parse(e.data));
       };
-      // Named events carry the same JSON as WebSocket frames (`position` and `ping` are
-      // SSE's own).
+      // Named events carry the same JSON as WebSocket frames (`ping` is SSE's own).
       for (const name of ["story", "activity", "presence", "subscribed", "position", "ping", "message"]) {
         es.addEventListener(name, onData);
       }
