@@ -537,14 +537,40 @@
         if (typeof e.data === "string") return onData(e); // an `event: error` frame, not a failure
         // EventSource would retry by itself, with a fixed delay and its own cursor;
         // we close it and retry with backoff, jitter and our cursors instead.
+        if (!conn.opened && this._failures >= 1 && this._conn === conn) this._askWhySse(url.href);
         this._lost(conn, { code: 0, reason: "sse error" });
       };
+    }
+
+    // EventSource reports a refused request (400: over the server's tool limit, 401,
+    // 403: origin) only as an `error` with no status, and would be retried for ever
+    // without a word to the page. From the second attempt in a row that never opened,
+    // the same URL is fetched once to read the server's JSON error, emitted as an
+    // `error` event with its `status` (once per code, until a stream opens). Retries go
+    // on (a new token or the server's config may fix it).
+    async _askWhySse(href) {
+      if (typeof fetch !== "function" || typeof AbortController !== "function") return;
+      const abort = new AbortController();
+      try {
+        const response = await fetch(href, { signal: abort.signal, headers: { Accept: "text/event-stream" } });
+        if (response.ok) return; // it opens now: an outage that ended
+        const body = await response.json().catch(() => null);
+        const error = body && body.error;
+        if (!error || typeof error.code !== "string" || error.code === this._sseRefusal) return;
+        this._sseRefusal = error.code;
+        this._emit("error", { code: error.code, message: error.message, field: error.field, status: response.status });
+      } catch (_) {
+        // Unreachable, or a response this origin may not read: nothing more to learn.
+      } finally {
+        abort.abort(); // a stream that did open is not kept
+      }
     }
 
     _opened(conn) {
       clearTimeout(conn.timer);
       conn.opened = true;
       this._failures = 0;
+      this._sseRefusal = null;
       this._worked[this.transport] = true;
       conn.stable = setTimeout(() => this._retry.reset(), this.stableAfter);
       this._setState("open");

@@ -160,3 +160,25 @@ def test_subscribes_dropped_over_the_servers_frame_rate_are_sent_again(
     wait_for(page, "() => log.errors.includes('rate_limited')")
     wait_for(page, "() => new Set(log.subscribed).size === 5")
     assert sorted(set(page.evaluate("() => log.subscribed"))) == ["t1", "t2", "t3", "t4", "t5"]
+
+
+def test_an_sse_request_the_server_refuses_is_reported_not_retried_silently(
+    page: Page, feed_server: ServerProcess, site: StaticSite
+):
+    """EventSource gives no status: a stream over the server's tool limit (400) was
+    retried for ever and the page never learned why."""
+    load_client(page, feed_server, site)
+    tools = [f"t{i}" for i in range(101)]  # the server takes at most 100 per stream
+    page.evaluate(
+        """([url, tools]) => {
+          window.log = { errors: [] };
+          window.feed = new LiveFeed({ url, tools, history: 0, transport: "sse" })
+            .on("error", (e) => log.errors.push(e))
+            .connect();
+        }""",
+        [f"{feed_server.url}/", tools],
+    )
+    wait_for(page, "() => log.errors.length > 0", timeout=3 * TIMEOUT_MS)
+    [error] = page.evaluate("() => log.errors")
+    assert (error["code"], error["status"]) == ("too_many_subscriptions", 400)
+    assert error["field"] == "tools" and error["message"]
