@@ -179,7 +179,7 @@ def _tail(args: argparse.Namespace) -> int:
         return 130
     except BrokenPipeError:  # stdout's reader went (`livefeed tail x | head -1`): done
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
-        return 1
+        return 0
     except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
         print(f"livefeed: cannot connect to {args.url}: {exc}", file=sys.stderr)
         return 1

@@ -48,12 +48,14 @@ async def tail(
             "history": history,
             "ref": _SUBSCRIBE_REF,
         }
-        await ws.send(orjson.dumps(frame).decode())
         # Each tool (repeats count once) gets a `subscribed` or an error naming it.
         unanswered = len(set(tools))
         subscribed = 0
         seen = 0
         try:
+            # Inside: a server may close at once (an expired --token: 4001; draining:
+            # 1001), before this send.
+            await ws.send(orjson.dumps(frame).decode())
             async for message in ws:
                 text = message if isinstance(message, str) else message.decode()
                 data = orjson.loads(text)

@@ -166,12 +166,20 @@ def test_tail_ends_with_one_line_when_its_token_expires(start_server: StartServe
     """A close the websockets library calls an error (4001 here; 4008, 1011, a lost
     connection) ended tail with a traceback."""
     server = start_server({"LIVEFEED_SECRET": SECRET, "LIVEFEED_PRIVATE_TOOLS": "secret-tool"})
-    token = mint(SECRET, "laura_garcia", ["secret-tool"], 1.5)
+    # 3 s (exp is whole seconds: 2-3 s left): the subprocess is subscribed well before.
+    token = mint(SECRET, "laura_garcia", ["secret-tool"], 3)
     tail = livefeed("tail", "secret-tool", "--url", server.url, "--token", token)
     assert tail.returncode == 1
     last = tail.stderr.splitlines()[-1]
     assert last.startswith("livefeed: the server closed the connection: 4001"), tail.stderr
     assert "Traceback" not in tail.stderr
+    # Expired before it connects: the server closes at once, maybe before tail's send.
+    expired = mint(SECRET, "laura_garcia", ["secret-tool"], -10)
+    late = livefeed("tail", "secret-tool", "--url", server.url, "--token", expired)
+    assert late.returncode == 1 and "Traceback" not in late.stderr, late.stderr
+    assert late.stderr.splitlines()[-1].startswith(
+        "livefeed: the server closed the connection: 4001"
+    )
 
 
 def test_tail_exits_when_no_tool_could_be_subscribed(server: ServerProcess):
