@@ -71,6 +71,8 @@ async def test_redis_keeps_deadlines_on_its_own_clock_not_each_hosts(
 
         monkeypatch.setattr(time, "time", host_time)
         await writer.write("dying", {"flask": (4, ())}, ttl=0.3)
+        # Written last, so the tool's keys outlive the test (each write sets their TTL).
+        await writer.write("alive", {"flask": (1, ())}, ttl=30)
         monkeypatch.setattr(time, "time", lambda: host_time() - 60)
 
         async def only_the_living() -> bool:
