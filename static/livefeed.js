@@ -163,6 +163,7 @@
       // Streams the server refused as `forbidden`, kept with their owners: a new token
       // (setToken) or a new subscribe() of the key asks for them again.
       this._refused = new Map();
+      this._refusedAtNextOpen = false; // a token function was set: ask for them then
       this._toSubscribe = new Set(); // changes of this task, sent together after it (_change)
       this._toUnsubscribe = new Set();
       this._changeQueued = false;
@@ -292,7 +293,12 @@
     setToken(token) {
       const previous = this._token;
       this._token = token;
-      if (token !== previous) this._askAgainForRefused();
+      // A string or null is the server's at once (an `auth` frame or a reconnect); a
+      // function only at the next connection, so refused streams wait for that one.
+      if (token !== previous) {
+        if (typeof token === "function") this._refusedAtNextOpen = true;
+        else this._askAgainForRefused();
+      }
       const conn = this._conn;
       if (this._awaitingToken) {
         this._awaitingToken = false;
@@ -471,6 +477,13 @@
       }
       conn.token = token;
       conn.dialed = true; // a failure from here on may be the transport's
+      if (this._refusedAtNextOpen) {
+        // The new token function's first token: refused streams are subscribed with
+        // every other stream of this attempt.
+        this._refusedAtNextOpen = false;
+        for (const [key, sub] of this._refused) this._subs.set(key, sub);
+        this._refused.clear();
+      }
       // This attempt subscribes every tool held now: changes not yet sent are in it
       // (cleared here, not earlier: a `connecting` listener may still have made some).
       this._toSubscribe.clear();
@@ -542,17 +555,21 @@
       };
     }
 
-    // EventSource reports a refused request (400: over the server's tool limit, 401,
-    // 403: origin) only as an `error` with no status, and would be retried for ever
+    // EventSource reports a refused request (a 400: over the server's tool limit, a
+    // malformed query) only as an `error` with no status, and would be retried for ever
     // without a word to the page. From the second attempt in a row that never opened,
     // the same URL is fetched once to read the server's JSON error, emitted as an
     // `error` event with its `status` (once per code, until a stream opens). Retries go
-    // on (a new token or the server's config may fix it).
+    // on (the server's config may change). A refused origin gives no readable answer
+    // (no CORS header), and token problems come inside a stream, as on WebSocket.
     async _askWhySse(href) {
       if (typeof fetch !== "function" || typeof AbortController !== "function") return;
+      const url = new URL(href);
+      url.searchParams.set("history", "0"); // if it opens after all, replay nothing
+      url.searchParams.delete("last_event_id");
       const abort = new AbortController();
       try {
-        const response = await fetch(href, { signal: abort.signal, headers: { Accept: "text/event-stream" } });
+        const response = await fetch(url.href, { signal: abort.signal, headers: { Accept: "text/event-stream" } });
         if (response.ok) return; // it opens now: an outage that ended
         const body = await response.json().catch(() => null);
         const error = body && body.error;
@@ -781,7 +798,10 @@
     // is a resume point even for a tool that has not had an event since we subscribed.
     _onPosition(frame) {
       const key = frame.tool;
-      if (!this._subs.has(key) || typeof frame.id !== "string") return;
+      const sub = this._subs.get(key);
+      // Not confirmed: an earlier subscription's position, in flight after it ended;
+      // taken, it would make this one's replay look already emitted.
+      if (!sub || !sub.confirmed || typeof frame.id !== "string") return;
       const last = this._cursors.get(key);
       if (last === undefined || compareIds(frame.id, last) > 0) this._cursors.set(key, frame.id);
     }

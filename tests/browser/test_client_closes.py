@@ -84,6 +84,23 @@ def test_a_forbidden_tool_is_asked_for_again_under_a_new_token(
     assert sorted(page.evaluate("() => feed.tools")) == sorted([private, public])
 
 
+def test_a_forbidden_tool_is_asked_for_again_with_a_new_token_functions_first_token(
+    page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
+):
+    """A function is asked at the next connection: the refused tool was asked for at
+    once instead, under the old token, refused again, and left out of that connection."""
+    server, private = private_server
+    public = unique_tool("public")
+    start_feed(page, server, site, [private, public], "websocket")
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", public)
+    wait_for(page, "() => log.errors.length > 0")
+    allowed = mint(SECRET, "laura_garcia", [private], 600)
+    page.evaluate("(token) => feed.setToken(() => token)", allowed)
+    page.evaluate("() => { feed.close(); feed.connect(); }")  # the next connection
+    wait_for(page, "(tool) => log.subscribed.includes(tool)", private)
+    assert page.evaluate("() => log.errors.length") == 1  # not refused a second time
+
+
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 def test_a_forbidden_tool_is_an_error_and_the_feeds_other_tools_go_on(
     transport: str, page: Page, private_server: tuple[ServerProcess, str], site: StaticSite
