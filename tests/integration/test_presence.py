@@ -25,6 +25,13 @@ async def viewer(server: ServerProcess, tool: str, presence: bool = False) -> Ws
     return client
 
 
+async def watcher(server: ServerProcess, tool: str) -> WsClient:
+    """A viewer asking for presence frames, once its first frame (itself alone) came."""
+    client = await viewer(server, tool, presence=True)
+    assert (await client.expect("presence"))["count"] == 1
+    return client
+
+
 async def count_on(server: ServerProcess, tool: str) -> int:
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
         body = (await http.get(f"{server.url}/api/tools/{tool}/presence")).json()
@@ -64,8 +71,7 @@ async def test_a_change_on_one_process_reaches_frames_on_another_within_2_second
     one = start_server(redis_env(redis_server, prefix))
     two = start_server(redis_env(redis_server, prefix))
     tool = unique_tool()
-    watching = await viewer(two, tool, presence=True)
-    assert (await watching.expect("presence"))["count"] == 1
+    watching = await watcher(two, tool)
     joined = await viewer(one, tool)
     started = time.monotonic()  # the join was counted before its `subscribed` came
     # Frames go out on a change only (the first one above was its arrival's), so the
@@ -78,8 +84,7 @@ async def test_a_change_on_one_process_reaches_frames_on_another_within_2_second
 
 async def test_presence_frames_of_a_tool_are_at_least_a_second_apart(server: ServerProcess):
     tool = unique_tool()
-    watching = await viewer(server, tool, presence=True)
-    assert (await watching.expect("presence"))["count"] == 1
+    watching = await watcher(server, tool)
     arrivals: list[float] = []
 
     async def record() -> None:
@@ -156,8 +161,7 @@ async def test_a_subscription_that_starts_asking_gets_the_state_though_it_did_no
 ):
     """Frames go out on change; one that just asked must still learn who is there."""
     tool = unique_tool()
-    watching = await viewer(server, tool, presence=True)
-    assert (await watching.expect("presence"))["count"] == 1
+    watching = await watcher(server, tool)
     late = await viewer(server, tool)
     assert (await watching.expect("presence"))["count"] == 2  # pushed: nothing changes now
     [subscribed] = await late.subscribe([tool], presence=True)
@@ -174,8 +178,7 @@ async def test_a_subscription_that_starts_asking_gets_the_state_though_it_did_no
 
 async def test_a_burst_of_joins_makes_few_frames_not_one_per_join(server: ServerProcess):
     tool = unique_tool()
-    watching = await viewer(server, tool, presence=True)
-    assert (await watching.expect("presence"))["count"] == 1
+    watching = await watcher(server, tool)
     crowd = await asyncio.gather(*(viewer(server, tool) for _ in range(30)))
     frames = []
     while not frames or frames[-1]["count"] != 31:
